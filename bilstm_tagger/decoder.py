@@ -1,0 +1,111 @@
+"""Decoders from per-token emission scores to tags: softmax or a linear-chain CRF.
+
+Both work on padded emissions ``(batch, time, n_tags)`` with a boolean
+``mask`` (batch, time) that is True on real tokens; every sequence has at
+least one token. Gold tags use -1 for "missing": those positions constrain
+nothing (the CRF marginalises over them, softmax ignores them).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# A finite "impossible" score for training: -inf would turn gradients into NaN
+# wherever a whole row is impossible. exp(-1e4) is exactly 0.0 in float32.
+_IMPOSSIBLE = -1e4
+
+
+class SoftmaxDecoder(nn.Module):
+    def __init__(self, n_tags: int) -> None:
+        super().__init__()
+        self.n_tags = n_tags
+
+    def set_constraints(self, start: np.ndarray, trans: np.ndarray, end: np.ndarray) -> None:
+        """Softmax decoding is per token; ill-formed sequences are repaired downstream."""
+
+    def loss(self, emissions: torch.Tensor, mask: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+        """Summed token cross-entropy over the known gold positions."""
+        known = mask & (gold >= 0)
+        return F.cross_entropy(emissions[known], gold[known], reduction="sum")
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return emissions.argmax(-1)
+
+
+class CRFDecoder(nn.Module):
+    """Linear-chain CRF with start/end scores and optional hard transition constraints."""
+
+    def __init__(self, n_tags: int) -> None:
+        super().__init__()
+        self.n_tags = n_tags
+        self.transitions = nn.Parameter(torch.zeros(n_tags, n_tags))
+        self.start = nn.Parameter(torch.zeros(n_tags))
+        self.end = nn.Parameter(torch.zeros(n_tags))
+        # Constraints are derived from the tag names, so they are not saved with the weights.
+        self.register_buffer("allowed_start", torch.ones(n_tags, dtype=torch.bool), persistent=False)
+        self.register_buffer("allowed_trans", torch.ones(n_tags, n_tags, dtype=torch.bool), persistent=False)
+        self.register_buffer("allowed_end", torch.ones(n_tags, dtype=torch.bool), persistent=False)
+
+    def set_constraints(self, start: np.ndarray, trans: np.ndarray, end: np.ndarray) -> None:
+        if trans.shape != (self.n_tags, self.n_tags):
+            raise ValueError(f"constraint matrix {trans.shape} does not fit {self.n_tags} tags")
+        self.allowed_start.copy_(torch.from_numpy(np.asarray(start, dtype=bool)))
+        self.allowed_trans.copy_(torch.from_numpy(np.asarray(trans, dtype=bool)))
+        self.allowed_end.copy_(torch.from_numpy(np.asarray(end, dtype=bool)))
+
+    def _scores(self, impossible: float):
+        return (
+            self.start.masked_fill(~self.allowed_start, impossible),
+            self.transitions.masked_fill(~self.allowed_trans, impossible),
+            self.end.masked_fill(~self.allowed_end, impossible),
+        )
+
+    def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log Z per sequence by the forward algorithm, vectorised over batch and tags."""
+        start, trans, end = self._scores(_IMPOSSIBLE)
+        alpha = start + emissions[:, 0]
+        for t in range(1, emissions.shape[1]):
+            step = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
+            alpha = torch.where(mask[:, t : t + 1], step, alpha)
+        return torch.logsumexp(alpha + end, dim=1)
+
+    def loss(self, emissions: torch.Tensor, mask: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
+        """Summed negative log-likelihood of the gold tags.
+
+        The gold score is itself a partition function, over the paths that agree
+        with every known gold tag, so partially annotated sequences train too.
+        """
+        known = (gold >= 0).unsqueeze(-1)
+        one_hot = F.one_hot(gold.clamp(min=0), self.n_tags).bool()
+        agrees = one_hot | ~known
+        gold_emissions = emissions.masked_fill(~agrees, _IMPOSSIBLE)
+        return (self.log_partition(emissions, mask) - self.log_partition(gold_emissions, mask)).sum()
+
+    def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Batched Viterbi. Illegal moves score -inf, so no legal-path-free output is possible."""
+        start, trans, end = self._scores(float("-inf"))
+        batch, length, n_tags = emissions.shape
+        score = start + emissions[:, 0]
+        backpointers = []
+        identity = torch.arange(n_tags, device=emissions.device).expand(batch, n_tags)
+        for t in range(1, length):
+            best, best_prev = (score.unsqueeze(2) + trans).max(dim=1)
+            live = mask[:, t : t + 1]
+            score = torch.where(live, best + emissions[:, t], score)
+            # Past a sequence's end the pointer is the identity, so backtracking passes through.
+            backpointers.append(torch.where(live, best_prev, identity))
+        tags = torch.empty(batch, length, dtype=torch.long, device=emissions.device)
+        last = (score + end).argmax(dim=1)
+        tags[:, length - 1] = last
+        for t in range(length - 1, 0, -1):
+            last = backpointers[t - 1].gather(1, last.unsqueeze(1)).squeeze(1)
+            tags[:, t - 1] = last
+        return tags
+
+
+def make_decoder(crf: bool, n_tags: int) -> nn.Module:
+    return CRFDecoder(n_tags) if crf else SoftmaxDecoder(n_tags)

@@ -1,0 +1,131 @@
+"""Token features: hash embeddings of lexical attributes, a character CNN, static vectors.
+
+Featurisation (Docs -> integer arrays) runs in numpy and spaCy's Cython code;
+the embedding module (arrays -> vectors) runs in torch. Hashing the attribute
+values, as spaCy's MultiHashEmbed does, means no vocabulary file is needed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+from spacy.attrs import IDS as ATTR_IDS
+from spacy.tokens import Doc
+from thinc.api import NumpyOps
+from torch import nn
+from torch.nn import functional as F
+
+_OPS = NumpyOps()
+_CHAR_PAD = 255  # Doc.to_utf8_array pads with 255, which is never a byte of valid UTF-8
+N_CHAR_ROWS = 256
+
+
+def attr_ids(names: Sequence[str]) -> List[int]:
+    unknown = [name for name in names if name.upper() not in ATTR_IDS]
+    if unknown:
+        raise ValueError(f"Unknown spaCy token attribute(s) for hash embeddings: {', '.join(unknown)}")
+    return [ATTR_IDS[name.upper()] for name in names]
+
+
+@dataclass
+class TokenArrays:
+    """Integer features for a run of tokens, one row per token."""
+
+    hash_rows: np.ndarray  # (n_tokens, n_attrs, 4) int64 rows into each attribute's table
+    chars: np.ndarray  # (n_tokens, max_chars) uint8, natural order, 255-padded
+    vector_rows: Optional[np.ndarray]  # (n_tokens,) int64, -1 where the vocab has no vector
+
+    def take(self, index: np.ndarray) -> "TokenArrays":
+        rows = None if self.vector_rows is None else self.vector_rows[index]
+        return TokenArrays(self.hash_rows[index], self.chars[index], rows)
+
+
+def _natural_char_order(interleaved: np.ndarray) -> np.ndarray:
+    """Reorder Doc.to_utf8_array's 0, -1, 1, -2, ... layout into reading order.
+
+    Words longer than the width keep their first and last bytes, so the CNN
+    still sees the prefix and the suffix of a 10,000-character token.
+    """
+    n_tokens, width = interleaved.shape
+    filled = (interleaved != _CHAR_PAD).sum(axis=1, keepdims=True)
+    j = np.arange(width)[None, :]
+    target = np.where(j % 2 == 0, j // 2, filled - 1 - j // 2)
+    target = np.where(j < filled, target, j)
+    ordered = np.full_like(interleaved, _CHAR_PAD)
+    np.put_along_axis(ordered, target, interleaved, axis=1)
+    return ordered
+
+
+def featurize(
+    docs: Sequence[Doc],
+    attrs: Sequence[int],
+    rows: Sequence[int],
+    max_chars: int,
+    vectors_attr: Optional[int],
+) -> TokenArrays:
+    """Integer features for all tokens of `docs`, concatenated in order."""
+    docs = [doc for doc in docs if len(doc)]
+    if not docs:
+        empty_vec = None if vectors_attr is None else np.zeros((0,), dtype=np.int64)
+        return TokenArrays(np.zeros((0, len(attrs), 4), np.int64), np.zeros((0, max_chars), np.uint8), empty_vec)
+    keys = np.concatenate([doc.to_array(list(attrs)).reshape(len(doc), len(attrs)) for doc in docs]).astype(np.uint64)
+    hashed = np.stack(
+        [_OPS.hash(np.ascontiguousarray(keys[:, i]), i).astype(np.int64) % n_rows for i, n_rows in enumerate(rows)],
+        axis=1,
+    )
+    chars = np.concatenate([doc.to_utf8_array(nr_char=max_chars) for doc in docs]) if max_chars else np.zeros((len(keys), 0), np.uint8)
+    vector_rows = None
+    if vectors_attr is not None:
+        vectors = docs[0].vocab.vectors
+        ids = np.concatenate([doc.to_array(vectors_attr) for doc in docs]).astype(np.uint64)
+        vector_rows = np.asarray(vectors.find(keys=ids), dtype=np.int64)
+    return TokenArrays(hashed, _natural_char_order(chars) if max_chars else chars, vector_rows)
+
+
+class CharCNN(nn.Module):
+    """Byte embeddings, one convolution, max-pooled over the real bytes of each token."""
+
+    def __init__(self, embed: int, width: int, kernel: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(N_CHAR_ROWS, embed, padding_idx=_CHAR_PAD)
+        self.conv = nn.Conv1d(embed, width, kernel, padding=kernel // 2)
+
+    def forward(self, chars: torch.Tensor) -> torch.Tensor:
+        x = self.embed(chars.long()).transpose(1, 2)  # (n, embed, max_chars)
+        h = self.conv(x)[:, :, : chars.shape[1]]
+        pad = (chars == _CHAR_PAD).unsqueeze(1)
+        # An empty string has only padding: its pooled value is 0, not -inf.
+        return h.masked_fill(pad, float("-inf")).amax(dim=2).clamp(min=-1e4).masked_fill(pad.all(2), 0.0)
+
+
+class TokenEmbedder(nn.Module):
+    """Concatenates hash embeddings, char-CNN features and (frozen) static vectors."""
+
+    def __init__(
+        self, rows: Sequence[int], widths: Sequence[int], char_embed: int, char_width: int, char_kernel: int, vectors_width: int
+    ) -> None:
+        super().__init__()
+        self.tables = nn.ModuleList(nn.EmbeddingBag(n, w, mode="sum") for n, w in zip(rows, widths))
+        for table in self.tables:
+            nn.init.uniform_(table.weight, -0.1, 0.1)
+        self.chars = CharCNN(char_embed, char_width, char_kernel) if char_width else None
+        self.vectors_width = vectors_width
+        self.width = sum(widths) + char_width + vectors_width
+
+    def forward(
+        self, hash_rows: torch.Tensor, chars: torch.Tensor, vector_rows: Optional[torch.Tensor], vectors: Optional[torch.Tensor], word_dropout: float
+    ) -> torch.Tensor:
+        parts = [table(hash_rows[:, i]) for i, table in enumerate(self.tables)]
+        if word_dropout > 0 and parts:
+            # Drop the first attribute (the word itself) so the model learns to use context and characters.
+            keep = torch.rand(parts[0].shape[0], 1, device=parts[0].device) >= word_dropout
+            parts[0] = parts[0] * keep
+        if self.chars is not None:
+            parts.append(self.chars(chars))
+        if self.vectors_width:
+            found = vector_rows >= 0
+            static = F.embedding(vector_rows.clamp(min=0), vectors) * found.unsqueeze(1)
+            parts.append(static)
+        return torch.cat(parts, dim=1)

@@ -1,0 +1,198 @@
+"""Hugging Face `datasets` as a spaCy corpus: `@readers = "bilstm_tagger.HFDataset.v1"`.
+
+The dataset is loaded and checked once, when the reader is built, so a bad
+column or row fails before training starts; Examples are then built lazily.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from spacy.language import Language
+from spacy.parts_of_speech import IDS as UPOS_IDS
+from spacy.tokens import Doc, Span
+from spacy.training import Example
+from spacy.util import registry
+
+from .errors import DatasetError
+from .scoring import SPAN_TARGETS, TOKEN_TARGETS
+from .tags import TagError, spans_from_tags
+
+logger = logging.getLogger("bilstm_tagger")
+_BATCH = 1000
+
+
+def load_hf_split(path: str, split: str, name: Optional[str] = None, revision: Optional[str] = None):
+    """`datasets.load_dataset(path, name)[split]`, with errors that say what is missing."""
+    import datasets
+
+    try:
+        dataset_dict = datasets.load_dataset(path, name, revision=revision)
+    except Exception as err:  # datasets raises many types here; all mean "cannot load"
+        raise DatasetError(f"could not load dataset {path!r}" + (f" (config {name!r})" if name else "") + f": {err}") from None
+    if not isinstance(dataset_dict, datasets.DatasetDict):
+        dataset_dict = datasets.DatasetDict({"train": dataset_dict})
+    if split not in dataset_dict:
+        raise DatasetError(f"dataset {path!r} has no split {split!r}; it has: {', '.join(dataset_dict)}")
+    return dataset_dict, dataset_dict[split]
+
+
+def tag_names_of(dataset, column: str) -> Optional[List[str]]:
+    """ClassLabel names of a sequence column, or None when it holds plain strings."""
+    inner = getattr(dataset.features[column], "feature", None)
+    names = getattr(inner, "names", None)
+    if names is not None:
+        return list(names)
+    if getattr(inner, "dtype", None) == "string":
+        return None
+    raise DatasetError(
+        f"column {column!r} holds {dataset.features[column]}, not a sequence of ClassLabel or string tags"
+    )
+
+
+@dataclass
+class _Scan:
+    rows: int = 0
+    repairs: int = 0
+    repaired_rows: List[str] = field(default_factory=list)
+    labels: Counter = field(default_factory=Counter)
+
+
+class HFDatasetReader:
+    """Callable corpus: yields one Example per dataset row."""
+
+    def __init__(
+        self,
+        path: str,
+        split: str,
+        name: Optional[str],
+        tokens_column: str,
+        tags_column: str,
+        target: str,
+        spans_key: str,
+        limit: int,
+        revision: Optional[str],
+    ) -> None:
+        if target not in SPAN_TARGETS + TOKEN_TARGETS:
+            raise DatasetError(f"target must be one of {SPAN_TARGETS + TOKEN_TARGETS}, not {target!r}")
+        self.where = f"dataset {path!r}, split {split!r}"
+        dataset_dict, dataset = load_hf_split(path, split, name, revision)
+        self._check_columns(dataset, tokens_column, tags_column)
+        if limit:
+            dataset = dataset.select(range(min(limit, len(dataset))))
+        if len(dataset) == 0:
+            raise DatasetError(f"{self.where} is empty")
+        self.dataset = dataset
+        self.tokens_column, self.tags_column = tokens_column, tags_column
+        self.target, self.spans_key = target, spans_key
+        self.names = tag_names_of(dataset, tags_column)
+        scan = self._scan(dataset, self.where)
+        self._report(scan, split, dataset_dict, path)
+
+    def _check_columns(self, dataset, tokens_column: str, tags_column: str) -> None:
+        for role, column in (("tokens", tokens_column), ("tags", tags_column)):
+            if column not in dataset.column_names:
+                raise DatasetError(
+                    f"{self.where} has no {role} column {column!r}; its columns are: {', '.join(dataset.column_names)}"
+                )
+
+    def _rows(self, dataset=None) -> Iterator[Tuple[str, List[str], List[str]]]:
+        """(row id, tokens, tag strings) for every row."""
+        dataset = self.dataset if dataset is None else dataset
+        columns = [self.tokens_column, self.tags_column] + (["id"] if "id" in dataset.column_names else [])
+        names = tag_names_of(dataset, self.tags_column)
+        n = 0
+        for batch in dataset.select_columns(columns).iter(batch_size=_BATCH):
+            ids = batch.get("id") or [str(n + i) for i in range(len(batch[self.tokens_column]))]
+            for row_id, words, tags in zip(ids, batch[self.tokens_column], batch[self.tags_column]):
+                yield str(row_id), words, [names[t] for t in tags] if names else tags
+            n += len(ids)
+
+    def _scan(self, dataset, where: str) -> _Scan:
+        scan = _Scan()
+        for row_id, words, tags in self._rows(dataset):
+            at = f"{where}, column {self.tags_column!r}, row id {row_id}"
+            if len(words) != len(tags):
+                raise DatasetError(f"{at}: {len(words)} tokens but {len(tags)} tags")
+            if not all(isinstance(w, str) and w for w in words):
+                raise DatasetError(f"{at}: column {self.tokens_column!r} has an empty or non-string token")
+            scan.rows += 1
+            if self.target in SPAN_TARGETS:
+                try:
+                    decoded = spans_from_tags(tags)
+                except TagError as err:
+                    raise DatasetError(f"{at}: {err}") from None
+                if decoded.repairs:
+                    scan.repairs += decoded.repairs
+                    scan.repaired_rows.append(row_id)
+                scan.labels.update(label for _, _, label in decoded.spans)
+            else:
+                if self.target == "pos":
+                    bad = [t for t in tags if t not in UPOS_IDS]
+                    if bad:
+                        raise DatasetError(f"{at}: {bad[0]!r} is not a Universal POS tag; use target = \"tag\" for other tag sets")
+                scan.labels.update(tags)
+        return scan
+
+    def _report(self, scan: _Scan, split: str, dataset_dict, path: str) -> None:
+        if scan.repairs:
+            shown = ", ".join(scan.repaired_rows[:5]) + (" ..." if len(scan.repaired_rows) > 5 else "")
+            warnings.warn(
+                f"{self.where}, column {self.tags_column!r}: repaired {scan.repairs} ill-formed tag(s) "
+                f"(an I- or L- tag that does not continue its chunk starts a new one) in "
+                f"{len(scan.repaired_rows)} row(s), ids {shown}",
+                stacklevel=3,
+            )
+        if split != "train" and "train" in dataset_dict and self.tags_column in dataset_dict["train"].column_names:
+            train_labels = self._scan(dataset_dict["train"], f"dataset {path!r}, split 'train'").labels
+            unseen = sorted(set(scan.labels) - set(train_labels))
+            if unseen:
+                warnings.warn(
+                    f"{self.where}: label(s) {', '.join(unseen)} never occur in the train split, "
+                    "so no model trained on it can predict them",
+                    stacklevel=3,
+                )
+
+    def _example(self, nlp: Language, words: List[str], tags: List[str]) -> Example:
+        predicted = Doc(nlp.vocab, words=words)
+        reference = Doc(nlp.vocab, words=words)
+        if self.target in SPAN_TARGETS:
+            spans = [Span(reference, s, e, label) for s, e, label in spans_from_tags(tags).spans]
+            if self.target == "ents":
+                reference.set_ents(spans, default="outside")
+            else:
+                reference.spans[self.spans_key] = spans
+        else:
+            for token, tag in zip(reference, tags):
+                setattr(token, f"{self.target}_", tag)
+        return Example(predicted, reference)
+
+    def __call__(self, nlp: Language) -> Iterator[Example]:
+        for _, words, tags in self._rows():
+            yield self._example(nlp, words, tags)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+@registry.readers("bilstm_tagger.HFDataset.v1")
+def create_hf_reader(
+    path: str,
+    split: str = "train",
+    name: Optional[str] = None,
+    tokens_column: str = "tokens",
+    tags_column: str = "ner_tags",
+    target: str = "ents",
+    spans_key: str = "sc",
+    limit: int = 0,
+    revision: Optional[str] = None,
+) -> Callable[[Language], Iterator[Example]]:
+    """A corpus from a Hugging Face dataset (hub id or local dir) with a tokens and a tags column.
+
+    Tags may be ClassLabel ids or strings, in IOB1/IOB2/BIOES/BILOU for entity
+    targets ("ents", "spans"), or any labels for token targets ("tag", "pos").
+    """
+    return HFDatasetReader(path, split, name, tokens_column, tags_column, target, spans_key, limit, revision)

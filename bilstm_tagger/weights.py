@@ -1,0 +1,53 @@
+"""Safe, self-describing weight files: safetensors plus the network spec in its metadata.
+
+Nothing here unpickles: a weights file can only ever yield named float tensors.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from typing import Dict, Tuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+FORMAT = "bilstm_tagger/1"
+_SPEC_KEY = "bilstm_tagger_spec"
+
+
+class WeightsError(ValueError):
+    """The bytes are not a complete bilstm_tagger weights file."""
+
+
+def dump_weights(spec: dict, state: Dict[str, torch.Tensor]) -> bytes:
+    tensors = {name: t.detach().contiguous().cpu() for name, t in state.items()}
+    return st_save(tensors, metadata={"format": FORMAT, _SPEC_KEY: json.dumps(spec)})
+
+
+def _header(data: bytes) -> dict:
+    if len(data) < 8:
+        raise WeightsError(f"file is {len(data)} bytes long, too short to be a weights file (truncated?)")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > len(data) - 8:
+        raise WeightsError(
+            f"header claims {size} bytes but only {len(data) - 8} follow: the file is truncated or not a safetensors file"
+        )
+    try:
+        return json.loads(data[8 : 8 + size])
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WeightsError(f"header is not valid JSON ({err}): the file is corrupt or not a safetensors file") from None
+
+
+def load_weights(data: bytes) -> Tuple[dict, Dict[str, torch.Tensor]]:
+    """Return (spec, state dict), or raise WeightsError saying what is wrong."""
+    meta = _header(data).get("__metadata__") or {}
+    if meta.get("format") != FORMAT or _SPEC_KEY not in meta:
+        raise WeightsError(f"not a bilstm_tagger weights file (format {meta.get('format')!r}, expected {FORMAT!r})")
+    try:
+        spec = json.loads(meta[_SPEC_KEY])
+        state = st_load(data)
+    except (SafetensorError, json.JSONDecodeError) as err:
+        raise WeightsError(f"weights are damaged: {err}") from None
+    return spec, state
