@@ -25,8 +25,8 @@ logger = logging.getLogger("bilstm_tagger")
 _BATCH = 1000
 
 
-def load_hf_split(path: str, split: str, name: Optional[str] = None, revision: Optional[str] = None):
-    """`datasets.load_dataset(path, name)[split]`, with errors that say what is missing."""
+def load_hf_dict(path: str, name: Optional[str] = None, revision: Optional[str] = None):
+    """`datasets.load_dataset(path, name)` as a DatasetDict, with an error that names the dataset."""
     import datasets
 
     try:
@@ -35,6 +35,12 @@ def load_hf_split(path: str, split: str, name: Optional[str] = None, revision: O
         raise DatasetError(f"could not load dataset {path!r}" + (f" (config {name!r})" if name else "") + f": {err}") from None
     if not isinstance(dataset_dict, datasets.DatasetDict):
         dataset_dict = datasets.DatasetDict({"train": dataset_dict})
+    return dataset_dict
+
+
+def load_hf_split(path: str, split: str, name: Optional[str] = None, revision: Optional[str] = None):
+    """The DatasetDict and its `split`, or an error listing the splits there are."""
+    dataset_dict = load_hf_dict(path, name, revision)
     if split not in dataset_dict:
         raise DatasetError(f"dataset {path!r} has no split {split!r}; it has: {', '.join(dataset_dict)}")
     return dataset_dict, dataset_dict[split]

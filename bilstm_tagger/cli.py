@@ -1,0 +1,154 @@
+"""Command line: `python -m bilstm_tagger {evaluate,convert} ...` (each has --help)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .errors import DatasetError, ModelLoadError
+
+_FAILURES = (DatasetError, ModelLoadError, OSError, ValueError, KeyError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line, without the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _progress(iterable, total: int, desc: str):
+    """A progress bar on a terminal; nothing in logs and pipes."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="doc", disable=None, leave=False)
+
+
+def _find_component(nlp):
+    from .component import BiLSTMTagger
+
+    for name, pipe in nlp.pipeline:
+        if isinstance(pipe, BiLSTMTagger):
+            return name, pipe
+    raise ValueError(f"the pipeline has no bilstm_tagger component (it has: {', '.join(nlp.pipe_names) or 'none'})")
+
+
+def _load_pipeline(path: str):
+    import spacy
+
+    if not Path(path).is_dir():
+        raise ModelLoadError(f"{path}: no such model directory")
+    return spacy.load(path)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from spacy.training import Example
+
+    from .readers import HFDatasetReader
+    from .scoring import SPAN_TARGETS, seqeval_report, tag_sequences
+
+    nlp = _load_pipeline(args.model)
+    _, tagger = _find_component(nlp)
+    target, spans_key = tagger.target, tagger.cfg["spans_key"]
+    reader = HFDatasetReader(
+        args.dataset, args.split, args.name, args.tokens_column, args.tags_column, target, spans_key, args.limit, args.revision
+    )
+    gold = list(reader(nlp))
+    n_words = sum(len(eg.reference) for eg in gold)
+    start = time.perf_counter()
+    docs = list(_progress(nlp.pipe((eg.predicted for eg in gold), batch_size=args.batch_size), len(gold), "tagging"))
+    seconds = time.perf_counter() - start
+    examples = [Example(doc, eg.reference) for doc, eg in zip(docs, gold)]
+    scores = tagger.score(examples)
+    if target in SPAN_TARGETS:
+        y_true, y_pred = tag_sequences(examples, target, spans_key)
+        print(seqeval_report(y_true, y_pred, args.mode, args.scheme or "IOB2", as_dict=False))
+    else:
+        print(f"{target} accuracy: {scores[f'{target}_acc']:.4f}")
+    wps = n_words / seconds if seconds > 0 else float("inf")
+    print(f"{len(gold)} docs, {n_words} words in {seconds:.2f}s: {wps:,.0f} words/s (batch size {args.batch_size})")
+    if args.output:
+        result = {
+            "model": args.model,
+            "dataset": args.dataset,
+            "split": args.split,
+            "docs": len(gold),
+            "words": n_words,
+            "seconds": seconds,
+            "words_per_second": wps,
+            "scores": scores,
+        }
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n", encoding="utf8")
+    return 0
+
+
+def convert(args: argparse.Namespace) -> int:
+    import spacy
+    from spacy.tokens import DocBin
+
+    from .readers import HFDatasetReader, load_hf_dict
+
+    splits = args.splits or list(load_hf_dict(args.dataset, args.name, args.revision))
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nlp = spacy.blank(args.lang)
+    for split in splits:
+        reader = HFDatasetReader(
+            args.dataset, split, args.name, args.tokens_column, args.tags_column, args.target, args.spans_key, args.limit, args.revision
+        )
+        doc_bin = DocBin(store_user_data=True)
+        for eg in _progress(reader(nlp), len(reader), split):
+            doc_bin.add(eg.reference)
+        path = out_dir / f"{split}.spacy"
+        doc_bin.to_disk(path)
+        print(f"{split}: {len(doc_bin)} docs -> {path}")
+    return 0
+
+
+def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", help="Hugging Face hub id or local directory in hub layout")
+    parser.add_argument("--name", default=None, help="dataset config name")
+    parser.add_argument("--revision", default=None, help="dataset revision (hub datasets)")
+    parser.add_argument("--tokens-column", default="tokens")
+    parser.add_argument("--tags-column", default="ner_tags")
+    parser.add_argument("--limit", type=int, default=0, help="read at most this many rows per split (0 = all)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m bilstm_tagger", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ev = commands.add_parser("evaluate", help="tag a dataset split and print seqeval's report and words/s")
+    ev.add_argument("model", help="a pipeline directory, e.g. training/ner/model-best")
+    _add_dataset_args(ev)
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--mode", choices=["default", "strict"], default=None, help="seqeval mode (default: conlleval-compatible)")
+    ev.add_argument("--scheme", choices=["IOB2", "BILOU"], default=None, help="scheme for --mode strict")
+    ev.add_argument("--output", default=None, help="also write the scores as JSON to this file")
+    ev.set_defaults(func=evaluate)
+
+    cv = commands.add_parser("convert", help="write each split of a dataset as a .spacy DocBin")
+    _add_dataset_args(cv)
+    cv.add_argument("out_dir", help="directory for {split}.spacy")
+    cv.add_argument("--splits", nargs="*", default=None, help="splits to convert (default: all)")
+    cv.add_argument("--target", choices=["ents", "spans", "tag", "pos"], default="ents")
+    cv.add_argument("--spans-key", default="sc")
+    cv.add_argument("--lang", default="en", help="language of the blank pipeline that builds the docs")
+    cv.set_defaults(func=convert)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "limit", 0) < 0 or getattr(args, "batch_size", 1) < 1:
+        print("error: --limit must be >= 0 and --batch-size >= 1", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except _FAILURES as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
