@@ -136,3 +136,26 @@ def test_entry_points_resolve():
         if reg is not None:
             assert reg.get(name) is found[name].load()
     assert "bilstm_tagger" in spacy.blank("en").factory_names
+
+
+@pytest.mark.parametrize("config_name", ["ner.cfg", "ner_attention.cfg", "pos.cfg"])
+def test_every_config_initializes_and_trains_a_step(config_name):
+    from spacy.training.initialize import init_nlp
+    from spacy.util import load_config, resolve_dot_names
+    from thinc.api import fix_random_seed
+
+    overrides = {
+        "paths.dataset": str(conll_path()),
+        "corpora.train.limit": 20,
+        "corpora.dev.limit": 10,
+        "components.bilstm_tagger.model.hidden_size": 16,
+    }
+    config = load_config(REPO / "configs" / config_name, overrides=overrides, interpolate=False)
+    fix_random_seed(0)
+    nlp = init_nlp(config)
+    train_corpus, dev_corpus = resolve_dot_names(nlp.config.interpolate(), ["corpora.train", "corpora.dev"])
+    examples = list(train_corpus(nlp))
+    losses = nlp.update(examples[:8])  # with the optimizer that init_nlp built from [training.optimizer]
+    assert losses["bilstm_tagger"] > 0
+    scores = nlp.evaluate(list(dev_corpus(nlp)))
+    assert ("tag_acc" if config_name == "pos.cfg" else "ents_f") in scores
