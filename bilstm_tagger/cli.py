@@ -108,6 +108,35 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def train(args: argparse.Namespace, overrides: dict) -> int:
+    """spaCy's training loop with crash-safe checkpoints (see bilstm_tagger.checkpoints)."""
+    from spacy.training.initialize import init_nlp
+    from spacy.training.loop import train as train_loop
+    from spacy.util import load_config
+
+    from . import checkpoints  # noqa: F401  (registers the logger)
+
+    config = load_config(args.config, overrides=overrides, interpolate=False)
+    config["training"]["logger"] = {
+        "@loggers": "bilstm_tagger.CheckpointLogger.v1",
+        "output_path": str(args.output),
+        "logger": config["training"]["logger"],
+    }
+    nlp = init_nlp(config)
+    train_loop(nlp, None)
+    print(f"saved {args.output}/model-best and {args.output}/model-last")
+    return 0
+
+
+def vectors(args: argparse.Namespace) -> int:
+    from .vectors import build_vectors_pipeline
+
+    rows, width = build_vectors_pipeline(args.source, args.out_dir, args.lang, args.attr, args.limit)
+    print(f"{rows} vectors of width {width}, keyed by {args.attr} -> {args.out_dir}")
+    print(f"use them with: --paths.vectors {args.out_dir} --components.bilstm_tagger.model.include_static_vectors true")
+    return 0
+
+
 def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="Hugging Face hub id or local directory in hub layout")
     parser.add_argument("--name", default=None, help="dataset config name")
@@ -131,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--output", default=None, help="also write the scores as JSON to this file")
     ev.set_defaults(func=evaluate)
 
+    tr = commands.add_parser(
+        "train",
+        help="spacy train with crash-safe checkpoints; extra --section.key value pairs override the config",
+    )
+    tr.add_argument("config", help="a config file, e.g. configs/ner.cfg")
+    tr.add_argument("--output", required=True, help="directory for model-best and model-last")
+    tr.set_defaults(func=train, takes_overrides=True)
+
     cv = commands.add_parser("convert", help="write each split of a dataset as a .spacy DocBin")
     _add_dataset_args(cv)
     cv.add_argument("out_dir", help="directory for {split}.spacy")
@@ -139,16 +176,35 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--spans-key", default="sc")
     cv.add_argument("--lang", default="en", help="language of the blank pipeline that builds the docs")
     cv.set_defaults(func=convert)
+
+    vc = commands.add_parser("vectors", help="turn GloVe-style vectors into a pipeline for [initialize] vectors")
+    vc.add_argument("source", help="GloVe text file (.txt/.gz), a dir with *_emb.npy + *index.parquet, or pkg:NAME")
+    vc.add_argument("out_dir")
+    vc.add_argument("--lang", default="en")
+    vc.add_argument("--attr", default="LOWER", choices=["ORTH", "LOWER", "NORM"], help="token attribute the vectors are keyed by")
+    vc.add_argument("--limit", type=int, default=0, help="keep the first N rows only (0 = all)")
+    vc.set_defaults(func=vectors)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    from spacy.cli._util import parse_config_overrides
+
+    args, extra = build_parser().parse_known_args(argv)
+    overrides = {}
+    if extra:
+        if not getattr(args, "takes_overrides", False):
+            build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
+        try:
+            overrides = parse_config_overrides(extra)
+        except SystemExit:
+            print(f"error: config overrides must look like --section.key value, not {' '.join(extra)}", file=sys.stderr)
+            return 2
     if getattr(args, "limit", 0) < 0 or getattr(args, "batch_size", 1) < 1:
         print("error: --limit must be >= 0 and --batch-size >= 1", file=sys.stderr)
         return 2
     try:
-        return args.func(args)
+        return args.func(args, overrides) if getattr(args, "takes_overrides", False) else args.func(args)
     except _FAILURES as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

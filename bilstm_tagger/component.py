@@ -10,6 +10,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
 import numpy as np
 import srsly
 import torch
+from spacy.attrs import ENT_IOB, ENT_TYPE, ORTH
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc, Span
@@ -109,7 +110,9 @@ class BiLSTMTagger(TrainablePipe):
             "vectors_width": 0,
         }
         self._tag_index: Optional[Dict[str, int]] = None
-        configure_torch_threads(torch_threads)
+        self._label_hashes: Optional[Dict[int, int]] = None
+        self._threads_set_in: Optional[int] = None
+        self._configure_threads()
 
     # ---- labels -------------------------------------------------------------
     @property
@@ -137,6 +140,10 @@ class BiLSTMTagger(TrainablePipe):
             self._tag_index = {tag: i for i, tag in enumerate(self.tags)}
         return self._tag_index
 
+    def _reset_label_caches(self) -> None:
+        self._tag_index = None
+        self._label_hashes = None
+
     def add_label(self, label: str) -> int:
         if not isinstance(label, str) or not label:
             raise ValueError(f"bilstm_tagger: labels must be non-empty strings, not {label!r}")
@@ -148,7 +155,7 @@ class BiLSTMTagger(TrainablePipe):
                 "list every label before nlp.initialize()"
             )
         self.cfg["labels"].append(label)
-        self._tag_index = None
+        self._reset_label_caches()
         return 1
 
     def _labels_in(self, doc: Doc) -> Iterable[str]:
@@ -169,7 +176,7 @@ class BiLSTMTagger(TrainablePipe):
             )
             raise ValueError(f"bilstm_tagger: the training examples contain no {what}, so there is nothing to learn")
         self.cfg["labels"] = []
-        self._tag_index = None
+        self._reset_label_caches()
         for label in labels:
             self.add_label(label)
         doc_sample = [eg.reference for eg in islice(get_examples(), 10)]
@@ -182,8 +189,15 @@ class BiLSTMTagger(TrainablePipe):
         if self.target in SPAN_TARGETS:
             net.decoder.set_constraints(*transition_constraints(self.tags, self.cfg["scheme"]))
 
+    def _configure_threads(self) -> None:
+        # Once per process: nlp.pipe(n_process=N) workers get a pickled copy, not a fresh __init__.
+        if self._threads_set_in != os.getpid():
+            configure_torch_threads(self.cfg["torch_threads"])
+            self._threads_set_in = os.getpid()
+
     # ---- inference ----------------------------------------------------------
     def predict(self, docs: Iterable[Doc]) -> List[np.ndarray]:
+        self._configure_threads()
         docs = list(docs)
         result = [np.zeros(len(doc), dtype=np.int64) for doc in docs]
         if not any(len(doc) for doc in docs):
@@ -214,6 +228,8 @@ class BiLSTMTagger(TrainablePipe):
     def _gold_ids(self, eg: Example) -> np.ndarray:
         """Gold tag ids on the predicted tokens; -1 where the gold is missing or unknown."""
         index = self.tag_index
+        if self.target == "ents" and _same_tokens(eg):
+            return self._gold_ents_fast(eg.reference)
         if self.target == "ents":
             gold = [_biluo_to(t, self.cfg["scheme"]) for t in eg.get_aligned_ner()]
         elif self.target == "spans":
@@ -223,6 +239,23 @@ class BiLSTMTagger(TrainablePipe):
         else:
             gold = eg.get_aligned(self.target.upper(), as_string=True)
         return np.array([index.get(t, -1) if t else -1 for t in gold], dtype=np.int64)
+
+    def _gold_ents_fast(self, ref: Doc) -> np.ndarray:
+        """Gold ids straight from the reference's IOB arrays (same tokens, so nothing to align)."""
+        if self._label_hashes is None:
+            self._label_hashes = {self.vocab.strings.add(label): i for i, label in enumerate(self.labels)}
+        iob, types = ref.to_array(ENT_IOB), ref.to_array(ENT_TYPE)
+        type_ids = np.fromiter((self._label_hashes.get(h, -1) for h in types.tolist()), np.int64, len(types))
+        begin, inside = iob == 3, iob == 1  # ENT_IOB codes: 0 missing, 1 inside, 2 outside, 3 begin
+        continues = np.append(inside[1:], False)
+        if self.cfg["scheme"] == "BILOU":  # offsets follow tag_names(): B, I, L, U
+            per_label, offset = 4, np.where(begin, np.where(continues, 0, 3), np.where(continues, 1, 2))
+        else:  # B, I
+            per_label, offset = 2, np.where(begin, 0, 1)
+        in_entity = begin | inside
+        ids = np.where(in_entity, 1 + type_ids * per_label + offset, np.where(iob == 2, 0, -1))
+        ids[in_entity & (type_ids < 0)] = -1  # a label the model does not know
+        return ids
 
     def get_loss(self, examples: Iterable[Example], scores: List[Scores]):
         """Loss per token and its gradient with respect to the emission scores.
@@ -254,7 +287,7 @@ class BiLSTMTagger(TrainablePipe):
 
     def _load_weights(self, data: bytes, source: str) -> None:
         """Rebuild the network from saved weights after checking them against the config."""
-        self._tag_index = None
+        self._reset_label_caches()
         try:
             net = net_from_bytes(data)
         except WeightsError as err:
@@ -311,6 +344,11 @@ class BiLSTMTagger(TrainablePipe):
                 raise ModelLoadError(f"{path / name}: file is missing from the saved bilstm_tagger component")
         from_disk(path, deserialize, exclude)
         return self
+
+
+def _same_tokens(eg: Example) -> bool:
+    x, y = eg.predicted, eg.reference
+    return len(x) == len(y) and np.array_equal(x.to_array(ORTH), y.to_array(ORTH))
 
 
 def _biluo_to(tag: Optional[str], scheme: str) -> Optional[str]:

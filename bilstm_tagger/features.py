@@ -70,12 +70,13 @@ def featurize(
     if not docs:
         empty_vec = None if vectors_attr is None else np.zeros((0,), dtype=np.int64)
         return TokenArrays(np.zeros((0, len(attrs), 4), np.int64), np.zeros((0, max_chars), np.uint8), empty_vec)
-    keys = np.concatenate([doc.to_array(list(attrs)).reshape(len(doc), len(attrs)) for doc in docs]).astype(np.uint64)
-    hashed = np.stack(
-        [_OPS.hash(np.ascontiguousarray(keys[:, i]), i).astype(np.int64) % n_rows for i, n_rows in enumerate(rows)],
-        axis=1,
-    )
-    chars = np.concatenate([doc.to_utf8_array(nr_char=max_chars) for doc in docs]) if max_chars else np.zeros((len(keys), 0), np.uint8)
+    n_tokens = sum(len(doc) for doc in docs)
+    hashed = np.zeros((n_tokens, len(attrs), 4), dtype=np.int64)
+    if attrs:
+        keys = np.concatenate([doc.to_array(list(attrs)).reshape(len(doc), len(attrs)) for doc in docs]).astype(np.uint64)
+        for i, n_rows in enumerate(rows):
+            hashed[:, i] = _OPS.hash(np.ascontiguousarray(keys[:, i]), i).astype(np.int64) % n_rows
+    chars = np.concatenate([doc.to_utf8_array(nr_char=max_chars) for doc in docs]) if max_chars else np.zeros((n_tokens, 0), np.uint8)
     vector_rows = None
     if vectors_attr is not None:
         vectors = docs[0].vocab.vectors
@@ -118,7 +119,7 @@ class TokenEmbedder(nn.Module):
         self, hash_rows: torch.Tensor, chars: torch.Tensor, vector_rows: Optional[torch.Tensor], vectors: Optional[torch.Tensor], word_dropout: float
     ) -> torch.Tensor:
         parts = [table(hash_rows[:, i]) for i, table in enumerate(self.tables)]
-        if word_dropout > 0 and parts:
+        if word_dropout > 0 and self.tables:
             # Drop the first attribute (the word itself) so the model learns to use context and characters.
             keep = torch.rand(parts[0].shape[0], 1, device=parts[0].device) >= word_dropout
             parts[0] = parts[0] * keep

@@ -136,3 +136,22 @@ def test_missing_gold_entities_are_not_trained_as_O(sample_examples):
     from spacy.training import Example
 
     assert (tagger._gold_ids(Example(eg.predicted, ref)) == -1).all()
+
+
+@pytest.mark.parametrize("scheme", ["BILOU", "IOB2"])
+def test_fast_gold_path_equals_the_aligned_path(sample_examples, scheme):
+    from spacy.training import Example
+
+    from bilstm_tagger.component import _biluo_to
+
+    nlp = spacy.blank("en")
+    tagger = nlp.add_pipe("bilstm_tagger", config={"model": TINY_MODEL, "scheme": scheme})
+    tagger.add_label("LOC")
+    tagger.add_label("PER")  # ORG and MISC stay unknown to the model: they must map to -1
+    examples = list(sample_examples["train"][:80])
+    partial = examples[0].reference.copy()
+    partial.set_ents([], default="missing")  # all missing
+    examples.append(Example(examples[0].predicted, partial))
+    for eg in examples:
+        slow = [tagger.tag_index.get(t, -1) if t else -1 for t in map(lambda t: _biluo_to(t, scheme), eg.get_aligned_ner())]
+        assert tagger._gold_ents_fast(eg.reference).tolist() == slow

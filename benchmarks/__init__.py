@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of bilstm_tagger against spaCy's built-in components."""

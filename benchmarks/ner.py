@@ -1,0 +1,76 @@
+"""NER benchmark: train each system under the same CPU-time budget, then compare on `test`.
+
+    python -m benchmarks.ner train --system bilstm --dataset ../shared/datasets/conll2003 --time-budget 30m
+    python -m benchmarks.ner speed --dataset ../shared/datasets/conll2003
+    python -m benchmarks.ner table
+
+`train` runs one system (two cores don't fit every row at once) and writes
+benchmarks/results/<dataset>/<system>.json; `speed` loads every trained
+system into one process and times them interleaved; `table` rebuilds the
+results table in benchmarks/README.md from those files. Works for any Hugging
+Face token-classification dataset with `tokens` and `ner_tags` columns.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _set_threads(n: int) -> None:
+    # Must happen before numpy/torch start their thread pools.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _parse_budget(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    if text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.ner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("train", help="train one system and score it on validation and test")
+    tr.add_argument("--system", required=True)
+    tr.add_argument("--dataset", required=True, help="hub id or local dir (tokens + ner_tags columns)")
+    tr.add_argument("--time-budget", default="30m", help="CPU-time budget for training, e.g. 30m, 900s")
+    tr.add_argument("--threads", type=int, default=1)
+    tr.add_argument("--vectors", default=None, help="pipeline dir from `python -m bilstm_tagger vectors` (vector systems)")
+    sp = sub.add_parser("speed", help="time every trained system in one process, interleaved")
+    sp.add_argument("--dataset", required=True)
+    sp.add_argument("--systems", nargs="*", default=None, help="default: every system with a result file")
+    sp.add_argument("--threads", type=int, default=2)
+    sp.add_argument("--batch-size", type=int, default=256)
+    sp.add_argument("--repeats", type=int, default=5)
+    sub.add_parser("table", help="rebuild the table in benchmarks/README.md from the result files")
+    rss = sub.add_parser("rss", help=argparse.SUPPRESS)
+    rss.add_argument("model")
+    rss.add_argument("dataset")
+    rss.add_argument("--threads", type=int, default=2)
+    rss.add_argument("--batch-size", type=int, default=256)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    _set_threads(getattr(args, "threads", 1))
+    from . import runner  # heavy imports only after the thread settings
+
+    if args.command == "train":
+        runner.train(args.system, args.dataset, _parse_budget(args.time_budget), args.threads, args.vectors)
+    elif args.command == "speed":
+        runner.speed(args.dataset, args.systems, args.threads, args.batch_size, args.repeats)
+    elif args.command == "rss":
+        runner.peak_rss(args.model, args.dataset, args.threads, args.batch_size)
+    else:
+        runner.table()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

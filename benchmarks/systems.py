@@ -1,0 +1,92 @@
+"""The systems a benchmark compares: each is a spaCy config plus overrides."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional
+
+from thinc.api import Config
+
+REPO = Path(__file__).resolve().parent.parent
+M = "components.bilstm_tagger.model"
+
+
+@dataclass(frozen=True)
+class System:
+    name: str
+    description: str
+    config: Optional[str] = None  # one of ours under configs/
+    spacy_optimize: Optional[str] = None  # or spaCy's `init config -p ner -o ...`
+    overrides: Dict[str, object] = field(default_factory=dict)
+    vectors: bool = False  # needs --vectors
+    ours: bool = True
+
+
+SYSTEMS = {
+    s.name: s
+    for s in [
+        System("bilstm", "ours: configs/ner.cfg (BiLSTM-CRF, hash + char features)", config="ner.cfg"),
+        System("bilstm_attention", "ours: configs/ner_attention.cfg (+ self-attention)", config="ner_attention.cfg"),
+        System(
+            "bilstm_vectors", "ours: configs/ner.cfg + GloVe static vectors", config="ner.cfg",
+            overrides={f"{M}.include_static_vectors": True}, vectors=True,
+        ),
+        System("spacy_efficiency", "spaCy ner, `init config -p ner -o efficiency`", spacy_optimize="efficiency", ours=False),
+        System("spacy_accuracy", "spaCy ner, `init config -p ner -o accuracy`, static vectors off", spacy_optimize="accuracy", ours=False),
+        System(
+            "spacy_accuracy_vectors", "spaCy ner, `-o accuracy` with the same GloVe vectors", spacy_optimize="accuracy",
+            vectors=True, ours=False,
+        ),
+        System("ablate_crf", "ours without the CRF (softmax)", config="ner.cfg", overrides={f"{M}.crf": False}),
+        System("ablate_chars", "ours without the char CNN", config="ner.cfg", overrides={f"{M}.char_width": 0}),
+        System(
+            "ablate_hash", "ours without PREFIX/SUFFIX/SHAPE hashes (NORM only)", config="ner.cfg",
+            overrides={f"{M}.embed_attrs": ["NORM"], f"{M}.embed_rows": [20000], f"{M}.embed_widths": [96]},
+        ),
+    ]
+}
+
+
+def spacy_ner_config(optimize: str, vectors: bool) -> Config:
+    """What `spacy init config -p ner -o OPTIMIZE` writes, for English on CPU."""
+    from spacy.cli.init_config import init_config
+
+    config = init_config(lang="en", pipeline=["ner"], optimize=optimize, gpu=False, pretraining=False, silent=True)
+    if optimize == "accuracy":
+        config["components"]["tok2vec"]["model"]["embed"]["include_static_vectors"] = vectors
+    config["paths"]["vectors"] = None
+    return config
+
+
+def load_system_config(system: System, dataset: str, vectors: Optional[str], threads: int) -> Config:
+    """The system's full config, reading `dataset` through our HF reader (the same for every system)."""
+    from spacy.util import load_config
+
+    if system.vectors and not vectors:
+        raise SystemExit(f"system {system.name} needs --vectors (see python -m bilstm_tagger vectors --help)")
+    if system.config:
+        config = load_config(REPO / "configs" / system.config, interpolate=False)
+        config["components"]["bilstm_tagger"]["torch_threads"] = threads
+    else:
+        config = spacy_ner_config(system.spacy_optimize, system.vectors)
+    config["paths"]["dataset"] = dataset
+    for split, key in (("train", "train"), ("validation", "dev")):
+        config["corpora"][key] = {
+            "@readers": "bilstm_tagger.HFDataset.v1", "path": "${paths.dataset}", "split": split,
+            "tokens_column": "tokens", "tags_column": "ner_tags", "target": "ents", "limit": 0,
+        }
+    if vectors and system.vectors:
+        config["paths"]["vectors"] = vectors
+        config["initialize"]["vectors"] = "${paths.vectors}"
+    overrides = dict(system.overrides)
+    return config.merge(Config().from_str(_to_cfg(overrides))) if overrides else config
+
+
+def _to_cfg(overrides: Dict[str, object]) -> str:
+    import json
+
+    sections: Dict[str, list] = {}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.rpartition(".")
+        sections.setdefault(section, []).append(f"{key} = {json.dumps(value)}")
+    return "\n".join(f"[{s}]\n" + "\n".join(lines) for s, lines in sections.items())
