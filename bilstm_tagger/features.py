@@ -7,18 +7,19 @@ values, as spaCy's MultiHashEmbed does, means no vocabulary file is needed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from spacy.attrs import IDS as ATTR_IDS
+from spacy.attrs import ORTH
 from spacy.tokens import Doc
 from thinc.api import NumpyOps
 from torch import nn
 from torch.nn import functional as F
 
 _OPS = NumpyOps()
-_CHAR_PAD = 255  # Doc.to_utf8_array pads with 255, which is never a byte of valid UTF-8
+_CHAR_PAD = 255  # never a byte of valid UTF-8
 N_CHAR_ROWS = 256
 
 
@@ -42,20 +43,40 @@ class TokenArrays:
         return TokenArrays(self.hash_rows[index], self.chars[index], rows)
 
 
-def _natural_char_order(interleaved: np.ndarray) -> np.ndarray:
-    """Reorder Doc.to_utf8_array's 0, -1, 1, -2, ... layout into reading order.
+class _CharRows:
+    """UTF-8 bytes of each distinct word, cached by its ORTH hash (the same in every vocab).
 
-    Words longer than the width keep their first and last bytes, so the CNN
-    still sees the prefix and the suffix of a 10,000-character token.
+    Words longer than `width` bytes keep their first and last bytes, so the CNN
+    still sees the prefix and the suffix of a 10,000-character token. Lone
+    surrogates, which spaCy accepts in text, are encoded rather than rejected.
     """
-    n_tokens, width = interleaved.shape
-    filled = (interleaved != _CHAR_PAD).sum(axis=1, keepdims=True)
-    j = np.arange(width)[None, :]
-    target = np.where(j % 2 == 0, j // 2, filled - 1 - j // 2)
-    target = np.where(j < filled, target, j)
-    ordered = np.full_like(interleaved, _CHAR_PAD)
-    np.put_along_axis(ordered, target, interleaved, axis=1)
-    return ordered
+
+    def __init__(self, max_entries: int = 500_000) -> None:
+        self.max_entries = max_entries
+        self.rows: Dict[Tuple[int, int], np.ndarray] = {}
+
+    def _encode(self, text: str, width: int) -> np.ndarray:
+        data = text.encode("utf8", "surrogatepass")
+        if len(data) > width:
+            data = data[: (width + 1) // 2] + data[len(data) - width // 2 :]
+        row = np.full(width, _CHAR_PAD, dtype=np.uint8)
+        row[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+        return row
+
+    def __call__(self, orths: np.ndarray, strings, width: int) -> np.ndarray:
+        unique, inverse = np.unique(orths, return_inverse=True)
+        if len(self.rows) + len(unique) > self.max_entries:
+            self.rows.clear()  # bounded memory over millions of documents
+        table = np.empty((len(unique), width), dtype=np.uint8)
+        for i, key in enumerate(unique.tolist()):
+            row = self.rows.get((key, width))
+            if row is None:
+                row = self.rows[(key, width)] = self._encode(strings[key], width)
+            table[i] = row
+        return table[inverse.reshape(-1)]
+
+
+char_rows = _CharRows()
 
 
 def featurize(
@@ -76,13 +97,16 @@ def featurize(
         keys = np.concatenate([doc.to_array(list(attrs)).reshape(len(doc), len(attrs)) for doc in docs]).astype(np.uint64)
         for i, n_rows in enumerate(rows):
             hashed[:, i] = _OPS.hash(np.ascontiguousarray(keys[:, i]), i).astype(np.int64) % n_rows
-    chars = np.concatenate([doc.to_utf8_array(nr_char=max_chars) for doc in docs]) if max_chars else np.zeros((n_tokens, 0), np.uint8)
+    chars = np.zeros((n_tokens, 0), np.uint8)
+    if max_chars:
+        orths = np.concatenate([doc.to_array(ORTH) for doc in docs]).astype(np.uint64)
+        chars = char_rows(orths, docs[0].vocab.strings, max_chars)
     vector_rows = None
     if vectors_attr is not None:
         vectors = docs[0].vocab.vectors
         ids = np.concatenate([doc.to_array(vectors_attr) for doc in docs]).astype(np.uint64)
         vector_rows = np.asarray(vectors.find(keys=ids), dtype=np.int64)
-    return TokenArrays(hashed, _natural_char_order(chars) if max_chars else chars, vector_rows)
+    return TokenArrays(hashed, chars, vector_rows)
 
 
 class CharCNN(nn.Module):

@@ -6,6 +6,8 @@ column or row fails before training starts; Examples are then built lazily.
 from __future__ import annotations
 
 import logging
+import random
+from contextlib import contextmanager
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,12 +27,25 @@ logger = logging.getLogger("bilstm_tagger")
 _BATCH = 1000
 
 
+@contextmanager
+def _keep_global_rng() -> Iterator[None]:
+    """datasets draws from Python's global `random` (fingerprints, caching), sometimes a varying
+    number of times; spaCy's training shuffles with that same generator. Restoring its state
+    keeps a seeded training run bit-for-bit reproducible."""
+    state = random.getstate()
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
 def load_hf_dict(path: str, name: Optional[str] = None, revision: Optional[str] = None):
     """`datasets.load_dataset(path, name)` as a DatasetDict, with an error that names the dataset."""
-    import datasets
-
+    with _keep_global_rng():
+        import datasets
     try:
-        dataset_dict = datasets.load_dataset(path, name, revision=revision)
+        with _keep_global_rng():
+            dataset_dict = datasets.load_dataset(path, name, revision=revision)
     except Exception as err:  # datasets raises many types here; all mean "cannot load"
         raise DatasetError(f"could not load dataset {path!r}" + (f" (config {name!r})" if name else "") + f": {err}") from None
     if not isinstance(dataset_dict, datasets.DatasetDict):
@@ -88,7 +103,8 @@ class HFDatasetReader:
         dataset_dict, dataset = load_hf_split(path, split, name, revision)
         self._check_columns(dataset, tokens_column, tags_column)
         if limit:
-            dataset = dataset.select(range(min(limit, len(dataset))))
+            with _keep_global_rng():
+                dataset = dataset.select(range(min(limit, len(dataset))))
         if len(dataset) == 0:
             raise DatasetError(f"{self.where} is empty")
         self.dataset = dataset
@@ -111,7 +127,13 @@ class HFDatasetReader:
         columns = [self.tokens_column, self.tags_column] + (["id"] if "id" in dataset.column_names else [])
         names = tag_names_of(dataset, self.tags_column)
         n = 0
-        for batch in dataset.select_columns(columns).iter(batch_size=_BATCH):
+        with _keep_global_rng():
+            batches = dataset.select_columns(columns).iter(batch_size=_BATCH)
+        while True:
+            with _keep_global_rng():
+                batch = next(batches, None)
+            if batch is None:
+                return
             ids = batch.get("id") or [str(n + i) for i in range(len(batch[self.tokens_column]))]
             for row_id, words, tags in zip(ids, batch[self.tokens_column], batch[self.tags_column]):
                 yield str(row_id), words, [names[t] for t in tags] if names else tags

@@ -14,7 +14,10 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 FORMAT = "bilstm_tagger/1"
-_SPEC_KEY = "bilstm_tagger_spec"
+# One metadata key only: safetensors writes its metadata map in no fixed order, and a single
+# entry keeps the file byte-for-byte reproducible.
+_META_KEY = "bilstm_tagger"
+_LEGACY_SPEC_KEY = "bilstm_tagger_spec"
 
 
 class WeightsError(ValueError):
@@ -23,7 +26,8 @@ class WeightsError(ValueError):
 
 def dump_weights(spec: dict, state: Dict[str, torch.Tensor]) -> bytes:
     tensors = {name: t.detach().contiguous().cpu() for name, t in state.items()}
-    return st_save(tensors, metadata={"format": FORMAT, _SPEC_KEY: json.dumps(spec)})
+    meta = json.dumps({"format": FORMAT, "spec": spec}, sort_keys=True)
+    return st_save(tensors, metadata={_META_KEY: meta})
 
 
 def _header(data: bytes) -> dict:
@@ -42,12 +46,19 @@ def _header(data: bytes) -> dict:
 
 def load_weights(data: bytes) -> Tuple[dict, Dict[str, torch.Tensor]]:
     """Return (spec, state dict), or raise WeightsError saying what is wrong."""
-    meta = _header(data).get("__metadata__") or {}
-    if meta.get("format") != FORMAT or _SPEC_KEY not in meta:
-        raise WeightsError(f"not a bilstm_tagger weights file (format {meta.get('format')!r}, expected {FORMAT!r})")
+    raw = _header(data).get("__metadata__") or {}
     try:
-        spec = json.loads(meta[_SPEC_KEY])
+        if _LEGACY_SPEC_KEY in raw:  # the two-key layout of the first development builds
+            meta = {"format": raw.get("format"), "spec": json.loads(raw[_LEGACY_SPEC_KEY])}
+        else:
+            meta = json.loads(raw.get(_META_KEY, "{}"))
+    except json.JSONDecodeError as err:
+        raise WeightsError(f"the file's description is damaged: {err}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "spec" not in meta:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise WeightsError(f"not a bilstm_tagger weights file (format {found!r}, expected {FORMAT!r})")
+    try:
         state = st_load(data)
-    except (SafetensorError, json.JSONDecodeError) as err:
+    except SafetensorError as err:
         raise WeightsError(f"weights are damaged: {err}") from None
-    return spec, state
+    return meta["spec"], state

@@ -70,3 +70,23 @@ def ner_nlp(sample_examples):
 
 def copy_examples(nlp, examples):
     return [Example(nlp.make_doc(eg.reference.text), eg.reference) for eg in examples]
+
+
+# Figures a test measured (peak memory, case counts), printed at the end of the run.
+MEASUREMENTS: list = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MEASUREMENTS:
+        terminalreporter.section("bilstm_tagger measurements")
+        for line in MEASUREMENTS:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def default_model_dir(tmp_path_factory, sample_examples):
+    """A pipeline with the default (full-size) architecture, trained for a few steps and saved."""
+    nlp = train_pipeline({}, sample_examples["train"], steps=3)
+    path = tmp_path_factory.mktemp("default") / "model"
+    nlp.to_disk(path)
+    return path
