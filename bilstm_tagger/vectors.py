@@ -78,5 +78,6 @@ def build_vectors_pipeline(source: str, out_dir: str, lang: str = "en", attr: st
     nlp.vocab.vectors = Vectors(
         strings=nlp.vocab.strings, data=np.ascontiguousarray(table[first]), keys=[keys[i] for i in first], attr=attr
     )
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     nlp.to_disk(out_dir)
     return nlp.vocab.vectors.shape
