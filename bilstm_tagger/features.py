@@ -118,6 +118,11 @@ class CharCNN(nn.Module):
         self.conv = nn.Conv1d(embed, width, kernel, padding=kernel // 2)
 
     def forward(self, chars: torch.Tensor) -> torch.Tensor:
+        # Text repeats words a lot: convolve each distinct spelling once, then copy rows back.
+        distinct, inverse = torch.unique(chars, dim=0, return_inverse=True)
+        return self._encode(distinct)[inverse]
+
+    def _encode(self, chars: torch.Tensor) -> torch.Tensor:
         x = self.embed(chars.long()).transpose(1, 2)  # (n, embed, max_chars)
         h = self.conv(x)[:, :, : chars.shape[1]]
         pad = (chars == _CHAR_PAD).unsqueeze(1)

@@ -19,7 +19,7 @@ from thinc.api import Model, PyTorchShim
 from torch import nn
 
 from .decoder import make_decoder
-from .encoder import Encoder
+from .encoder import Encoder, Packing
 from .features import TokenArrays, TokenEmbedder, attr_ids, featurize
 from .weights import WeightsError, dump_weights, load_weights
 
@@ -96,25 +96,16 @@ class TaggerNet(nn.Module):
         word_dropout: float = 0.0,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Emissions (batch, time, n_tags) and the mask of real tokens, for flat token arrays."""
-        lengths_np = np.asarray(lengths, dtype=np.int64)
-        n_seq, max_len = len(lengths_np), int(lengths_np.max())
+        packing = Packing(np.asarray(lengths, dtype=np.int64))
         hash_rows = torch.from_numpy(arrays.hash_rows)
         chars = torch.from_numpy(arrays.chars)
         vector_rows = None if arrays.vector_rows is None else torch.from_numpy(arrays.vector_rows)
         flat = self.embedder(hash_rows, chars, vector_rows, vectors, word_dropout if self.training else 0.0)
         flat = nn.functional.dropout(flat, dropout, self.training)
-        # Scatter the flat tokens into a padded (batch, time, width) tensor.
-        seq_idx = np.repeat(np.arange(n_seq), lengths_np)
-        offsets = np.repeat(np.cumsum(lengths_np) - lengths_np, lengths_np)
-        time_idx = np.arange(len(seq_idx)) - offsets
-        seq_t, time_t = torch.from_numpy(seq_idx), torch.from_numpy(time_idx)
-        padded = flat.new_zeros(n_seq, max_len, flat.shape[1])
-        padded[seq_t, time_t] = flat
-        mask = torch.zeros(n_seq, max_len, dtype=torch.bool)
-        mask[seq_t, time_t] = True
-        hidden = self.encoder(padded, torch.from_numpy(lengths_np), mask, dropout)
-        hidden = nn.functional.dropout(hidden, dropout, self.training)
-        return self.output(hidden), mask
+        mask = packing.mask()
+        hidden = self.encoder(packing.pack(flat), packing, mask, dropout)
+        scores = self.output(nn.functional.dropout(hidden, dropout, self.training))
+        return (scores if self.encoder.attention else packing.pad(scores)), mask
 
 
 @dataclass
