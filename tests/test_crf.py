@@ -117,3 +117,20 @@ def test_softmax_ignores_missing_and_padding():
     gold = torch.tensor([[0, -1], [2, 1]])  # [1, 1] is padding
     expected = torch.nn.functional.cross_entropy(em[[0, 1], [0, 0]], torch.tensor([0, 2]), reduction="sum")
     assert float(dec.loss(em, mask, gold)) == pytest.approx(float(expected))
+
+
+@pytest.mark.parametrize("scheme", [None, "BILOU"])
+def test_loss_of_complete_gold_equals_brute_force(scheme):
+    tags = tag_names(["X"], "BILOU")
+    crf = random_crf(len(tags), 11)
+    if scheme:
+        crf.set_constraints(*transition_constraints(tags, scheme))
+    em, mask = batch([3, 2, 1], len(tags), 11)
+    gold = torch.tensor([[1, 3, 0], [4, 4, -1], [0, -1, -1]])  # row 2 has padding only
+    gold[1, 2] = -1
+    nll = crf.loss(em, mask, gold)
+    expected = 0.0
+    for b, n in enumerate([3, 2, 1]):
+        paths = {p: path_score(crf, em[b], p) for p in legal_paths(len(tags), n, tags if scheme else None, scheme)}
+        expected += float(torch.logsumexp(torch.tensor(list(paths.values())), 0)) - paths[tuple(gold[b, :n].tolist())]
+    assert float(nll.detach()) == pytest.approx(expected, abs=1e-3)
