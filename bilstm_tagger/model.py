@@ -268,25 +268,10 @@ def vectors_width_of(vocab) -> int:
 
 
 def expected_spec(model: Model, vectors_width: int) -> NetSpec:
-    a = model.attrs
-    return NetSpec(
-        attrs=tuple(a["attrs"]),
-        rows=tuple(a["rows"]),
-        widths=tuple(a["widths"]),
-        max_chars=a["max_chars"],
-        char_embed=a["char_embed"],
-        char_width=a["char_width"],
-        char_kernel=a["char_kernel"],
-        vectors_width=vectors_width,
-        cell=a["cell"],
-        hidden_size=a["hidden_size"],
-        num_layers=a["num_layers"],
-        proj_size=a["proj_size"],
-        attention_heads=a["attention_heads"],
-        attention_layers=a["attention_layers"],
-        n_tags=model.get_dim("nO"),
-        crf=a["crf"],
-    )
+    """The network the model's settings describe (the architecture keeps them in model.attrs)."""
+    sizes = {f.name for f in dataclasses.fields(NetSpec)} - {"vectors_width", "n_tags"}
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in model.attrs.items() if k in sizes}
+    return NetSpec(**settings, vectors_width=vectors_width, n_tags=model.get_dim("nO"))
 
 
 @registry.architectures("bilstm_tagger.BiLSTMTagger.v1")
