@@ -151,6 +151,7 @@ def train(system_name: str, dataset: str, budget_s: float, threads: int, vectors
         },
         "dev": score_split(best_nlp, dataset, "validation"),
         "test": score_split(best_nlp, dataset, "test"),
+        "curve": [{k: r[k] for k in ("step", "cpu_s", "wall_s", "score")} for r in records],
         "model_size_bytes": _dir_size(out_dir / "model-best"),
         "command": f"python -m benchmarks.ner train --system {system.name} --dataset {dataset} "
         f"--time-budget {budget_s:.0f}s --threads {threads}" + (f" --vectors {vectors}" if vectors and system.vectors else ""),
@@ -262,6 +263,22 @@ def _fmt(x: Optional[float], pct: bool = True) -> str:
     return "—" if x is None else (f"{100 * x:.1f}" if pct else f"{x:,.0f}")
 
 
+def _same_budget_note(results: Dict[str, dict]) -> List[str]:
+    """Ablations may run on a shorter budget: compare them with the base run's dev curve at that budget."""
+    base = results.get("bilstm")
+    if not base or "curve" not in base:
+        return []
+    notes = []
+    for budget in sorted({r["budget_cpu_s"] for n, r in results.items() if n.startswith("ablate_")}):
+        seen = [p["score"] for p in base["curve"] if p["cpu_s"] <= budget]
+        if seen:
+            notes.append(
+                f"\nFor the ablations' {budget / 60:.0f}-minute budget: `bilstm`'s best dev F1 within its first "
+                f"{budget / 60:.0f} CPU minutes (same run, from its evaluation log) was {100 * max(seen):.1f}."
+            )
+    return notes
+
+
 def table() -> None:
     lines = []
     for folder in sorted(p for p in RESULTS.iterdir() if p.is_dir()):
@@ -293,6 +310,7 @@ def table() -> None:
                 f"{_fmt(train_wps, False)} | {ratio(train_wps, 'train_words_per_s_median')} | "
                 f"{_fmt(s.get('peak_rss_mb'), False)} | {r['model_size_bytes'] / 2**20:.1f} | {r['environment']['date']} |"
             )
+        lines += _same_budget_note(results)
         lines += ["", "Per-type test F1:", "", "| system | " + " | ".join(sorted(next(iter(results.values()))["test"]["ents_per_type"])) + " |"]
         types = sorted(next(iter(results.values()))["test"]["ents_per_type"])
         lines.append("|---" * (len(types) + 1) + "|")

@@ -78,15 +78,10 @@ def load_system_config(system: System, dataset: str, vectors: Optional[str], thr
     if vectors and system.vectors:
         config["paths"]["vectors"] = vectors
         config["initialize"]["vectors"] = "${paths.vectors}"
-    overrides = dict(system.overrides)
-    return config.merge(Config().from_str(_to_cfg(overrides))) if overrides else config
-
-
-def _to_cfg(overrides: Dict[str, object]) -> str:
-    import json
-
-    sections: Dict[str, list] = {}
-    for dotted, value in overrides.items():
-        section, _, key = dotted.rpartition(".")
-        sections.setdefault(section, []).append(f"{key} = {json.dumps(value)}")
-    return "\n".join(f"[{s}]\n" + "\n".join(lines) for s, lines in sections.items())
+    for dotted, value in system.overrides.items():
+        *sections, key = dotted.split(".")
+        node = config
+        for section in sections:
+            node = node[section]
+        node[key] = value
+    return config
