@@ -1,0 +1,30 @@
+"""The benchmark commands end to end, on the bundled sample with seconds of budget (harness check only)."""
+import json
+import os
+import subprocess
+import sys
+
+from .conftest import REPO, SAMPLE
+
+
+def bench(tmp_path, *args):
+    env = {**os.environ, "BILSTM_TAGGER_BENCH_DIR": str(tmp_path), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.ner", *args], cwd=str(REPO), env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_train_speed_and_table_on_the_sample(tmp_path):
+    for system in ("bilstm", "spacy_efficiency"):
+        out = bench(tmp_path, "train", "--system", system, "--dataset", str(SAMPLE), "--time-budget", "8s")
+        assert f"{system}: dev F1" in out
+    results = tmp_path / "results" / "sample_ner"
+    first = json.loads((results / "bilstm.json").read_text())
+    assert first["train"]["stopped_by"] == "time budget" and first["curve"]
+    assert set(first["test"]) >= {"ents_p", "ents_r", "ents_f", "ents_per_type"}
+    bench(tmp_path, "speed", "--dataset", str(SAMPLE), "--repeats", "1", "--threads", "1")
+    speed = json.loads((results / "speed.json").read_text())
+    assert speed["systems"]["spacy_efficiency"]["inference_words_per_s_median"] > 0
+    assert speed["systems"]["bilstm"]["peak_rss_mb"] > 0
+    table = bench(tmp_path, "table")
+    assert "| bilstm |" in table and "| spacy_efficiency | " in table and "1.00" in table
