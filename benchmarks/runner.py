@@ -181,8 +181,8 @@ def _fresh_docs(nlp, words: List[List[str]]) -> List[Doc]:
     return [Doc(nlp.vocab, words=w) for w in words]
 
 
-def _train_words_per_s(system_name: str, dataset: str, threads: int, steps: int = 20) -> float:
-    """Words/s of nlp.update on the same ~1,000-word batches of `train`, from the system's config."""
+def _training_setup(system_name: str, dataset: str, threads: int, steps: int = 20):
+    """A freshly initialized pipeline from the system's config and ~1,000-word batches of `train`."""
     system = SYSTEMS[system_name]
     config = load_system_config(system, dataset, _vectors_of(dataset, system_name), threads)
     config["corpora"]["train"]["limit"] = 2000
@@ -196,9 +196,14 @@ def _train_words_per_s(system_name: str, dataset: str, threads: int, steps: int 
         if n >= 1000:
             batches.append(batch)
             batch, n = [], 0
-    n_words = sum(len(eg) for b in batches[:steps] for eg in b)
+    return nlp, batches[:steps]
+
+
+def _train_words_per_s(nlp, batches) -> float:
+    """Words/s of nlp.update over the batches."""
+    n_words = sum(len(eg) for b in batches for eg in b)
     start = time.perf_counter()
-    for b in batches[:steps]:
+    for b in batches:
         nlp.update(b, drop=0.1)
     return n_words / (time.perf_counter() - start)
 
@@ -227,9 +232,11 @@ def speed(dataset: str, systems: Optional[List[str]], threads: int, batch_size: 
                 pass
             timings[name].append(n_words / (time.perf_counter() - start))
     train_wps: Dict[str, List[float]] = {name: [] for name in names}
-    for _ in range(3):
+    setups = {name: _training_setup(name, dataset, threads) for name in names}
+    for _ in range(3):  # interleaved, as above
         for name in names:
-            train_wps[name].append(_train_words_per_s(name, dataset, threads))
+            train_wps[name].append(_train_words_per_s(*setups[name]))
+    del setups
     rss = {}
     for name in names:
         proc = subprocess.run(
