@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, default=2)
     sp.add_argument("--batch-size", type=int, default=256)
     sp.add_argument("--repeats", type=int, default=5)
+    mem = sub.add_parser("memory", help="re-measure peak RSS per system (fresh processes) into speed.json")
+    mem.add_argument("--dataset", required=True)
+    mem.add_argument("--systems", nargs="*", default=None)
+    mem.add_argument("--threads", type=int, default=2)
+    mem.add_argument("--batch-size", type=int, default=256)
     sub.add_parser("table", help="rebuild the table in benchmarks/README.md from the result files")
     rss = sub.add_parser("rss", help=argparse.SUPPRESS)
     rss.add_argument("model")
@@ -65,6 +70,8 @@ def main(argv=None) -> int:
         runner.train(args.system, args.dataset, _parse_budget(args.time_budget), args.threads, args.vectors)
     elif args.command == "speed":
         runner.speed(args.dataset, args.systems, args.threads, args.batch_size, args.repeats)
+    elif args.command == "memory":
+        runner.memory(args.dataset, args.systems, args.threads, args.batch_size)
     elif args.command == "rss":
         runner.peak_rss(args.model, args.dataset, args.threads, args.batch_size)
     else:

@@ -170,11 +170,44 @@ def peak_rss(model: str, dataset: str, threads: int, batch_size: int) -> None:
     torch.set_num_threads(threads)
     nlp = spacy.load(model)
     docs = [eg.predicted for eg in gold_examples(nlp, dataset, "test")]
-    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    loaded = _high_water_mark_kb()
     for _ in nlp.pipe(docs, batch_size=batch_size):
         pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = _high_water_mark_kb()
     print(json.dumps({"rss_after_load_mb": loaded / 1024, "peak_rss_mb": peak / 1024}))
+
+
+def _high_water_mark_kb() -> int:
+    """Peak RSS of this process image. (ru_maxrss would do, but Linux carries it across fork + exec,
+    so a child of a large process would report its parent's peak.)"""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _measure_rss(dataset: str, names: List[str], threads: int, batch_size: int) -> Dict[str, dict]:
+    rss = {}
+    for name in names:
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.ner", "rss", str(MODELS / _slug(dataset) / name / "model-best"), dataset,
+             "--threads", str(threads), "--batch-size", str(batch_size)],
+            capture_output=True, text=True, cwd=str(REPO), check=True,
+        )
+        rss[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return rss
+
+
+def memory(dataset: str, systems: Optional[List[str]], threads: int, batch_size: int) -> None:
+    """Re-measure peak RSS (fresh process per system) into an existing speed.json."""
+    path = RESULTS / _slug(dataset) / "speed.json"
+    result = json.loads(path.read_text())
+    names = systems or list(result["systems"])
+    for name, values in _measure_rss(dataset, names, threads, batch_size).items():
+        result["systems"][name].update(values)
+        print(f"{name:24s} peak {values['peak_rss_mb']:.0f} MB (after loading {values['rss_after_load_mb']:.0f} MB)")
+    result["memory_command"] = f"python -m benchmarks.ner memory --dataset {dataset} --threads {threads} --batch-size {batch_size}"
+    path.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _fresh_docs(nlp, words: List[List[str]]) -> List[Doc]:
@@ -237,14 +270,7 @@ def speed(dataset: str, systems: Optional[List[str]], threads: int, batch_size: 
         for name in names:
             train_wps[name].append(_train_words_per_s(*setups[name]))
     del setups
-    rss = {}
-    for name in names:
-        proc = subprocess.run(
-            [sys.executable, "-m", "benchmarks.ner", "rss", str(MODELS / _slug(dataset) / name / "model-best"), dataset,
-             "--threads", str(threads), "--batch-size", str(batch_size)],
-            capture_output=True, text=True, cwd=str(REPO), check=True,
-        )
-        rss[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    rss = _measure_rss(dataset, names, threads, batch_size)
     result = {
         "dataset": dataset,
         "split": "test",
