@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from .errors import DatasetError, ModelLoadError
 

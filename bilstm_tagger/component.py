@@ -19,7 +19,7 @@ from spacy.util import filter_spans, from_bytes, from_disk, to_bytes, to_disk
 from thinc.api import Config, Model
 
 from .errors import ModelLoadError
-from .model import NetSpec, Scores, TaggerNet, expected_spec, get_net, net_from_bytes, vectors_width_of
+from .model import Scores, TaggerNet, expected_spec, get_net, net_from_bytes, vectors_width_of
 from .scoring import SPAN_TARGETS, TOKEN_TARGETS, doc_spans
 from .tags import check_scheme, spans_from_tags, tag_names, tags_from_spans, transition_constraints
 from .weights import WeightsError, dump_weights

@@ -7,7 +7,6 @@ nothing (the CRF marginalises over them, softmax ignores them).
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import numpy as np
 import torch

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Tuple
 
 from spacy.language import Language
 from spacy.parts_of_speech import IDS as UPOS_IDS

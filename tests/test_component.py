@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 import spacy
-from spacy.tokens import Doc, Span
+from spacy.tokens import Span
 
-from bilstm_tagger.errors import ModelLoadError
 
-from .conftest import SAMPLE, TINY_MODEL, read_examples, train_pipeline
+from .conftest import TINY_MODEL, read_examples, train_pipeline
 
 TEXTS = [
     "Mara Lindqvist said on Tuesday that Northwind Bank would cut 200 jobs in Lisbon .",

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-import spacy
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
