@@ -81,7 +81,6 @@ def environment(threads: int) -> dict:
     except OSError:
         pass
     import datasets
-    import seqeval  # noqa: F401
     import thinc
 
     return {
@@ -104,8 +103,7 @@ def score_split(nlp, dataset: str, split: str) -> dict:
     """seqeval scores of `nlp` on a split: the same call for every system."""
     gold = gold_examples(nlp, dataset, split)
     docs = list(nlp.pipe((eg.predicted for eg in gold), batch_size=256))
-    scores = score_seqeval([Example(d, eg.reference) for d, eg in zip(docs, gold)], target="ents")
-    return {k: v for k, v in scores.items()}
+    return score_seqeval([Example(d, eg.reference) for d, eg in zip(docs, gold)], target="ents")
 
 
 def _dir_size(path: Path) -> int:

@@ -227,9 +227,9 @@ class BiLSTMTagger(TrainablePipe):
     # ---- training -----------------------------------------------------------
     def _gold_ids(self, eg: Example) -> np.ndarray:
         """Gold tag ids on the predicted tokens; -1 where the gold is missing or unknown."""
-        index = self.tag_index
         if self.target == "ents" and _same_tokens(eg):
             return self._gold_ents_fast(eg.reference)
+        index = self.tag_index
         if self.target == "ents":
             gold = [_biluo_to(t, self.cfg["scheme"]) for t in eg.get_aligned_ner()]
         elif self.target == "spans":

@@ -5,11 +5,10 @@ column or row fails before training starts; Examples are then built lazily.
 """
 from __future__ import annotations
 
-import logging
 import random
-from contextlib import contextmanager
 import warnings
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional, Tuple
 
@@ -23,7 +22,6 @@ from .errors import DatasetError
 from .scoring import SPAN_TARGETS, TOKEN_TARGETS
 from .tags import TagError, spans_from_tags
 
-logger = logging.getLogger("bilstm_tagger")
 _BATCH = 1000
 
 
