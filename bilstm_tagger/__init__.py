@@ -1,19 +1,41 @@
-"""bilstm_tagger: a BiLSTM(-CRF) sequence tagger for spaCy, trained from Hugging Face datasets."""
-from .component import BiLSTMTagger, make_bilstm_tagger
-from .errors import DatasetError, ModelLoadError
-from .model import build_bilstm_tagger
-from .readers import create_hf_reader
-from .scoring import make_seqeval_scorer, score_seqeval
+"""bilstm_tagger: a BiLSTM(-CRF) sequence tagger for spaCy, trained from Hugging Face datasets.
 
-__version__ = "0.1.0"
+Layout: `ml/` holds the thinc layers with torch inside and the registered
+architectures; `pipeline/` the spaCy pipe, its tasks and its scorer; `data/`
+the dataset reader and the static-vectors builder; `cli.py` the command line.
 
-__all__ = [
-    "BiLSTMTagger",
-    "DatasetError",
-    "ModelLoadError",
-    "build_bilstm_tagger",
-    "create_hf_reader",
-    "make_bilstm_tagger",
-    "make_seqeval_scorer",
-    "score_seqeval",
-]
+Names are imported on first use, so `python -m bilstm_tagger --help` answers
+without loading torch or spaCy. spaCy finds the factories, architectures,
+reader and scorer through the package's entry points.
+"""
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+_EXPORTS = {
+    "BiLSTMTagger": "pipeline.component",
+    "make_bilstm_tagger": "pipeline.component",
+    "make_bilstm_spans": "pipeline.component",
+    "make_bilstm_tags": "pipeline.component",
+    "make_bilstm_pos": "pipeline.component",
+    "build_bilstm_tagger": "ml.tagger",
+    "build_bilstm_tagger_v2": "ml.tagger",
+    "build_hash_char_embed": "ml.embed",
+    "create_hf_reader": "data.readers",
+    "make_seqeval_scorer": "pipeline.scoring",
+    "score_seqeval": "pipeline.scoring",
+    "ConfigError": "errors",
+    "DatasetError": "errors",
+    "ModelLoadError": "errors",
+    "TagError": "errors",
+    "WeightsError": "errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'bilstm_tagger' has no attribute {name!r}")

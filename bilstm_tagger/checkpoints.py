@@ -72,7 +72,15 @@ def copy_pipeline(source: Path, target: Path) -> None:
 
 
 def remove_stale_temp_dirs(output: Path) -> None:
-    """Leftovers of a run that was killed while saving."""
+    """Leftovers of a run that was killed while saving.
+
+    Without renameat2 a kill between the two renames of `replace_dir` leaves the
+    previous model only at `.NAME.tmp-old-PID`: it is moved back, not deleted.
+    """
+    for old in output.glob(f".model-*{_TMP_MARK}old-*"):
+        target = output / old.name[1:].split(_TMP_MARK)[0]
+        if not target.exists():
+            os.rename(old, target)
     for path in output.glob(f".model-*{_TMP_MARK}*"):
         shutil.rmtree(path, ignore_errors=True)
 

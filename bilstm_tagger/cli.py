@@ -1,4 +1,8 @@
-"""Command line: `python -m bilstm_tagger {evaluate,convert} ...` (each has --help)."""
+"""Command line: `python -m bilstm_tagger COMMAND ...` (also installed as `bilstm-tagger`).
+
+Commands: train, evaluate, convert, vectors (each has --help). Heavy imports
+(torch, spaCy, datasets) happen inside the commands, so --help is instant.
+"""
 from __future__ import annotations
 
 import argparse
@@ -14,10 +18,27 @@ _FAILURES = (DatasetError, ModelLoadError, OSError, ValueError, KeyError)
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a bad argument in one line, without the usage block."""
+    """argparse that reports a bad argument in one line and shows every option's default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults after each option's help; descriptions keep their line breaks."""
+
+
+_TRAIN_EPILOG = """\
+Any other --section.key value pair overrides the config, as with `spacy train`:
+  --paths.dataset ../shared/datasets/conll2003      the dataset (hub id or local dir)
+  --training.max_steps 2000                         stop after 2,000 updates
+  --components.bilstm_tagger.model.hidden_size 128  a smaller BiLSTM
+Values are read as JSON where they parse (numbers, true/false, null, lists).
+"""
 
 
 def _progress(iterable, total: int, desc: str):
@@ -28,7 +49,7 @@ def _progress(iterable, total: int, desc: str):
 
 
 def _find_component(nlp):
-    from .component import BiLSTMTagger
+    from .pipeline.component import BiLSTMTagger
 
     for name, pipe in nlp.pipeline:
         if isinstance(pipe, BiLSTMTagger):
@@ -47,12 +68,14 @@ def _load_pipeline(path: str):
 def evaluate(args: argparse.Namespace) -> int:
     from spacy.training import Example
 
-    from .readers import HFDatasetReader
-    from .scoring import SPAN_TARGETS, seqeval_report, tag_sequences
+    from .data.readers import HFDatasetReader
+    from .pipeline.scoring import seqeval_report, tag_sequences
+    from .pipeline.tasks import SpanTask
 
     nlp = _load_pipeline(args.model)
     _, tagger = _find_component(nlp)
-    target, spans_key = tagger.target, tagger.cfg["spans_key"]
+    task = tagger.task
+    target, spans_key = task.name, task.spans_key
     reader = HFDatasetReader(
         args.dataset, args.split, args.name, args.tokens_column, args.tags_column, target, spans_key, args.limit, args.revision
     )
@@ -63,11 +86,11 @@ def evaluate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - start
     examples = [Example(doc, eg.reference) for doc, eg in zip(docs, gold)]
     scores = tagger.score(examples)
-    if target in SPAN_TARGETS:
-        y_true, y_pred = tag_sequences(examples, target, spans_key)
+    if isinstance(task, SpanTask):
+        y_true, y_pred = tag_sequences(examples, task.spans)
         print(seqeval_report(y_true, y_pred, args.mode, args.scheme or "IOB2", as_dict=False))
     else:
-        print(f"{target} accuracy: {scores[f'{target}_acc']:.4f}")
+        print(f"{target} accuracy: {scores[task.score_prefix]:.4f}")
     wps = n_words / seconds if seconds > 0 else float("inf")
     print(f"{len(gold)} docs, {n_words} words in {seconds:.2f}s: {wps:,.0f} words/s (batch size {args.batch_size})")
     if args.output:
@@ -89,7 +112,7 @@ def convert(args: argparse.Namespace) -> int:
     import spacy
     from spacy.tokens import DocBin
 
-    from .readers import HFDatasetReader, load_hf_dict
+    from .data.readers import HFDatasetReader, load_hf_dict
 
     splits = args.splits or list(load_hf_dict(args.dataset, args.name, args.revision))
     out_dir = Path(args.out_dir)
@@ -129,11 +152,11 @@ def train(args: argparse.Namespace, overrides: dict) -> int:
 
 
 def vectors(args: argparse.Namespace) -> int:
-    from .vectors import build_vectors_pipeline
+    from .data.vectors import build_vectors_pipeline
 
     rows, width = build_vectors_pipeline(args.source, args.out_dir, args.lang, args.attr, args.limit)
     print(f"{rows} vectors of width {width}, keyed by {args.attr} -> {args.out_dir}")
-    print(f"use them with: --paths.vectors {args.out_dir} --components.bilstm_tagger.model.include_static_vectors true")
+    print(f"use them with: --paths.vectors {args.out_dir} --components.bilstm_tagger.model.embed.include_static_vectors true")
     return 0
 
 
@@ -141,46 +164,48 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", help="Hugging Face hub id or local directory in hub layout")
     parser.add_argument("--name", default=None, help="dataset config name")
     parser.add_argument("--revision", default=None, help="dataset revision (hub datasets)")
-    parser.add_argument("--tokens-column", default="tokens")
-    parser.add_argument("--tags-column", default="ner_tags")
+    parser.add_argument("--tokens-column", default="tokens", help="column holding the token lists")
+    parser.add_argument("--tags-column", default="ner_tags", help="column holding the tags (ClassLabel ids or strings)")
     parser.add_argument("--limit", type=int, default=0, help="read at most this many rows per split (0 = all)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m bilstm_tagger", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    ev = commands.add_parser("evaluate", help="tag a dataset split and print seqeval's report and words/s")
-    ev.add_argument("model", help="a pipeline directory, e.g. training/ner/model-best")
-    _add_dataset_args(ev)
-    ev.add_argument("--split", default="test")
-    ev.add_argument("--batch-size", type=int, default=256)
-    ev.add_argument("--mode", choices=["default", "strict"], default=None, help="seqeval mode (default: conlleval-compatible)")
-    ev.add_argument("--scheme", choices=["IOB2", "BILOU"], default=None, help="scheme for --mode strict")
-    ev.add_argument("--output", default=None, help="also write the scores as JSON to this file")
-    ev.set_defaults(func=evaluate)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
     tr = commands.add_parser(
         "train",
-        help="spacy train with crash-safe checkpoints; extra --section.key value pairs override the config",
+        help="spacy train with crash-safe checkpoints; --section.key value pairs override the config",
+        description="Train with spaCy's own loop; model-best and model-last are saved atomically, so a kill never leaves a half-written model.",
+        epilog=_TRAIN_EPILOG,
     )
     tr.add_argument("config", help="a config file, e.g. configs/ner.cfg")
     tr.add_argument("--output", required=True, help="directory for model-best and model-last")
     tr.set_defaults(func=train, takes_overrides=True)
 
+    ev = commands.add_parser("evaluate", help="tag a dataset split and print seqeval's report and words/s")
+    ev.add_argument("model", help="a pipeline directory, e.g. training/ner/model-best")
+    _add_dataset_args(ev)
+    ev.add_argument("--split", default="test", help="the split to tag and score")
+    ev.add_argument("--batch-size", type=int, default=256, help="docs per nlp.pipe batch")
+    ev.add_argument("--mode", choices=["default", "strict"], default=None, help="seqeval mode (default: conlleval-compatible)")
+    ev.add_argument("--scheme", choices=["IOB2", "BILOU"], default=None, help="scheme for --mode strict")
+    ev.add_argument("--output", default=None, help="also write the scores as JSON to this file")
+    ev.set_defaults(func=evaluate)
+
     cv = commands.add_parser("convert", help="write each split of a dataset as a .spacy DocBin")
     _add_dataset_args(cv)
     cv.add_argument("out_dir", help="directory for {split}.spacy")
     cv.add_argument("--splits", nargs="*", default=None, help="splits to convert (default: all)")
-    cv.add_argument("--target", choices=["ents", "spans", "tag", "pos"], default="ents")
-    cv.add_argument("--spans-key", default="sc")
+    cv.add_argument("--target", choices=["ents", "spans", "tag", "pos"], default="ents", help="where the tags go on each Doc")
+    cv.add_argument("--spans-key", default="sc", help="doc.spans key for --target spans")
     cv.add_argument("--lang", default="en", help="language of the blank pipeline that builds the docs")
     cv.set_defaults(func=convert)
 
     vc = commands.add_parser("vectors", help="turn GloVe-style vectors into a pipeline for [initialize] vectors")
     vc.add_argument("source", help="GloVe text file (.txt/.gz), a dir with *_emb.npy + *index.parquet, or pkg:NAME")
-    vc.add_argument("out_dir")
-    vc.add_argument("--lang", default="en")
+    vc.add_argument("out_dir", help="directory for the blank pipeline that holds the vectors")
+    vc.add_argument("--lang", default="en", help="language of that pipeline")
     vc.add_argument("--attr", default="LOWER", choices=["ORTH", "LOWER", "NORM"], help="token attribute the vectors are keyed by")
     vc.add_argument("--limit", type=int, default=0, help="keep the first N rows only (0 = all)")
     vc.set_defaults(func=vectors)
@@ -188,13 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from spacy.cli._util import parse_config_overrides
-
     args, extra = build_parser().parse_known_args(argv)
     overrides = {}
     if extra:
         if not getattr(args, "takes_overrides", False):
             build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
+        from spacy.cli._util import parse_config_overrides
+
         try:
             overrides = parse_config_overrides(extra)
         except SystemExit:

@@ -1,4 +1,4 @@
-"""Errors with messages that name the thing at fault."""
+"""Every error the package raises on purpose; each message names the thing at fault."""
 
 
 class ModelLoadError(ValueError):
@@ -7,3 +7,15 @@ class ModelLoadError(ValueError):
 
 class DatasetError(ValueError):
     """Training or evaluation data is unusable; the message names dataset, split, column and row."""
+
+
+class WeightsError(ValueError):
+    """Bytes that are not a complete, matching set of bilstm_tagger weights."""
+
+
+class TagError(ValueError):
+    """A tag that fits no scheme (unknown prefix or a missing label)."""
+
+
+class ConfigError(ValueError):
+    """Settings that cannot work together, caught before any data is loaded."""

@@ -11,16 +11,14 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .errors import TagError
+
 SCHEMES = ("IOB2", "BILOU")
 # Prefixes we read. E/S are the BIOES spelling of L/U.
 _BEGIN, _INSIDE, _LAST, _UNIT = "B", "I", "L", "U"
 _PREFIX_ALIASES = {"B": _BEGIN, "I": _INSIDE, "L": _LAST, "E": _LAST, "U": _UNIT, "S": _UNIT}
 
 Span = Tuple[int, int, str]  # (start token, end token exclusive, label)
-
-
-class TagError(ValueError):
-    """A tag that fits no scheme (unknown prefix or a missing label)."""
 
 
 def check_scheme(scheme: str) -> str:

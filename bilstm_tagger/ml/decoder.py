@@ -1,27 +1,41 @@
-"""Decoders from per-token emission scores to tags: softmax or a linear-chain CRF.
+"""The decoder layer: per-token emission scores -> tag ids, and the training loss.
 
-Both work on padded emissions ``(batch, time, n_tags)`` with a boolean
-``mask`` (batch, time) that is True on real tokens; every sequence has at
-least one token. Gold tags use -1 for "missing": those positions constrain
-nothing (the CRF marginalises over them, softmax ignores them).
+The torch modules (softmax, linear-chain CRF) work on padded emissions
+``(batch, time, n_tags)`` with a boolean ``mask`` (batch, time) that is True
+on real tokens; every sequence has at least one token. Gold tags use -1 for
+"missing": those positions constrain nothing (the CRF marginalises over them,
+softmax ignores them).
+
+As a thinc layer the decoder passes the scores on unchanged in training (the
+loss, `TaggerLoss`, needs them) and decodes them to numpy tag ids at inference.
 """
 from __future__ import annotations
 
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from thinc.api import Model, torch2xp, xp2torch
+from thinc.loss import Loss
+from thinc.types import Floats2d, Ints1d
 from torch import nn
 from torch.nn import functional as F
+
+from ..errors import ConfigError
+from .shim import get_module, make_shim, module_device, set_module, torch_module
+from .windows import plan_chunks
 
 # A finite "impossible" score for training: -inf would turn gradients into NaN
 # wherever a whole row is impossible. exp(-1e4) is exactly 0.0 in float32.
 _IMPOSSIBLE = -1e4
 
 
+@torch_module
 class SoftmaxDecoder(nn.Module):
     def __init__(self, n_tags: int) -> None:
         super().__init__()
         self.n_tags = n_tags
+        self.spec = {"n_tags": n_tags}
 
     def set_constraints(self, start: np.ndarray, trans: np.ndarray, end: np.ndarray) -> None:
         """Softmax decoding is per token; ill-formed sequences are repaired downstream."""
@@ -35,12 +49,14 @@ class SoftmaxDecoder(nn.Module):
         return emissions.argmax(-1)
 
 
+@torch_module
 class CRFDecoder(nn.Module):
     """Linear-chain CRF with start/end scores and optional hard transition constraints."""
 
     def __init__(self, n_tags: int) -> None:
         super().__init__()
         self.n_tags = n_tags
+        self.spec = {"n_tags": n_tags}
         self.transitions = nn.Parameter(torch.zeros(n_tags, n_tags))
         self.start = nn.Parameter(torch.zeros(n_tags))
         self.end = nn.Parameter(torch.zeros(n_tags))
@@ -126,3 +142,106 @@ class CRFDecoder(nn.Module):
 
 def make_decoder(crf: bool, n_tags: int) -> nn.Module:
     return CRFDecoder(n_tags) if crf else SoftmaxDecoder(n_tags)
+
+
+# ---- the thinc layer --------------------------------------------------------------------------
+
+
+def _padded(scores: Sequence[Floats2d], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Non-empty score arrays as one (batch, time, n_tags) tensor and its mask."""
+    lengths = torch.tensor([len(s) for s in scores])
+    rows = [xp2torch(s, device=device) for s in scores]
+    padded = nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    mask = torch.arange(padded.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)
+    return padded, mask.to(device)
+
+
+def decode(model: Model, scores: List[Floats2d]) -> List[Ints1d]:
+    """Best tag ids per doc (Viterbi for the CRF, argmax for softmax), in length-sorted bounded chunks."""
+    module = get_module(model)
+    device = module_device(module)
+    result = [np.zeros(len(s), dtype=np.int64) for s in scores]
+    docs = [(i, 0, len(s)) for i, s in enumerate(scores) if len(s)]
+    with torch.inference_mode():
+        for chunk in plan_chunks(docs, model.attrs["max_batch_tokens"]):
+            ids = [docs[c][0] for c in chunk]
+            emissions, mask = _padded([scores[i] for i in ids], device)
+            best = module.decode(emissions, mask).cpu().numpy()
+            for row, i in enumerate(ids):
+                result[i] = best[row, : len(scores[i])]
+    return result
+
+
+def decoder_forward(model: Model, scores: List[Floats2d], is_train: bool):
+    if is_train:
+        return scores, lambda d_scores: d_scores
+    return decode(model, scores), lambda d: d
+
+
+def decoder_init(model: Model, X=None, Y=None) -> Model:
+    n_tags = model.get_dim("nO")
+    if n_tags is None:
+        raise ConfigError("bilstm_tagger: the number of tags (nO) is unknown; initialize the component with examples")
+    set_module(model, make_decoder(model.attrs["crf"], n_tags))
+    return model
+
+
+def build_decoder(crf: bool, max_batch_tokens: int, nO: Optional[int] = None) -> Model[List[Floats2d], List[Ints1d]]:
+    return Model(
+        "crf_decoder" if crf else "softmax_decoder",
+        decoder_forward,
+        init=decoder_init,
+        dims={"nO": nO},
+        attrs={"crf": crf, "max_batch_tokens": max_batch_tokens},
+        shims=[make_shim()],
+    )
+
+
+def set_transition_constraints(model: Model, start: np.ndarray, trans: np.ndarray, end: np.ndarray) -> None:
+    """Allowed first tags, tag bigrams and last tags (derived from the tag names, so never saved)."""
+    get_module(model).set_constraints(start, trans, end)
+
+
+class TaggerLoss(Loss):
+    """Per-token loss of the decoder (CRF negative log-likelihood or softmax cross-entropy).
+
+    Called like thinc's losses: `d_scores, loss = TaggerLoss(decoder)(scores, truths)`,
+    with truths as numpy tag ids per doc, -1 where the gold tag is missing. The
+    CRF's own parameters get their gradients here; `finish_update` applies them.
+    """
+
+    def __init__(self, decoder: Model) -> None:
+        self.decoder = decoder
+
+    def __call__(self, guesses: List[Floats2d], truths: List[Ints1d]) -> Tuple[List[Floats2d], float]:
+        return self._compute(guesses, truths)
+
+    def get_grad(self, guesses: List[Floats2d], truths: List[Ints1d]) -> List[Floats2d]:
+        return self._compute(guesses, truths)[0]
+
+    def get_loss(self, guesses: List[Floats2d], truths: List[Ints1d]) -> float:
+        return self._compute(guesses, truths)[1]
+
+    def _compute(self, guesses: List[Floats2d], truths: List[Ints1d]) -> Tuple[List[Floats2d], float]:
+        ops = self.decoder.ops
+        d_guesses = [ops.alloc2f(*g.shape) for g in guesses]
+        live = [i for i, g in enumerate(guesses) if len(g)]
+        if not live:
+            return d_guesses, 0.0
+        for i in live:
+            if len(truths[i]) != len(guesses[i]):
+                raise ValueError(f"bilstm_tagger: doc {i} has {len(guesses[i])} scores but {len(truths[i])} gold tags")
+        module = get_module(self.decoder)
+        device = module_device(module)
+        module.train(True)
+        emissions, mask = _padded([guesses[i] for i in live], device)
+        emissions.requires_grad_()
+        gold = torch.full(mask.shape, -1, dtype=torch.long)
+        for row, i in enumerate(live):
+            gold[row, : len(truths[i])] = torch.from_numpy(np.asarray(truths[i], dtype=np.int64))
+        n_tokens = max(int(mask.sum()), 1)
+        loss = module.loss(emissions, mask, gold.to(device)) / n_tokens
+        loss.backward()
+        for row, i in enumerate(live):
+            d_guesses[i] = torch2xp(emissions.grad[row, : len(guesses[i])], ops=ops)
+        return d_guesses, float(loss.item())

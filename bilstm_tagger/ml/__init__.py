@@ -1,0 +1,24 @@
+"""thinc layers with torch inside, and the registered architectures built from them.
+
+- embed.py: `bilstm_tagger.HashCharEmbed.v1` (hash tables, byte CNN, static vectors)
+- encoder.py: the BiLSTM/GRU (+ self-attention) layer, emitting per-tag scores
+- windows.py: how long docs are cut into overlapping windows and stitched back
+- decoder.py: CRF / softmax decoding and `TaggerLoss`
+- tagger.py: `bilstm_tagger.BiLSTMTagger.v2` (and v1), weight loading incl. release 0.1 files
+- shim.py, weights.py: torch modules rebuilt from their spec; safetensors files
+"""
+from .decoder import TaggerLoss, set_transition_constraints
+from .embed import build_hash_char_embed, check_vectors
+from .tagger import build_bilstm_tagger, build_bilstm_tagger_v2, emission_scores, is_initialized, load_tagger_bytes
+
+__all__ = [
+    "TaggerLoss",
+    "build_bilstm_tagger",
+    "build_bilstm_tagger_v2",
+    "build_hash_char_embed",
+    "check_vectors",
+    "emission_scores",
+    "is_initialized",
+    "load_tagger_bytes",
+    "set_transition_constraints",
+]

@@ -1,0 +1,98 @@
+"""The torch side of every layer: modules rebuilt from a saved spec, serialised with safetensors.
+
+A layer's torch module is created when its sizes are known (at initialize, or
+when weights are loaded), so a freshly constructed pipeline holds no module.
+Each module class declares the `spec` it is built from; the shim saves that
+spec beside the tensors and rebuilds the module from it, on thinc's current
+device, before the weights are loaded (spaCy issue #8319 is what happens
+otherwise).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Type
+
+import torch
+from thinc.api import Model, PyTorchShim, get_torch_default_device
+from torch import nn
+
+from ..errors import WeightsError
+from .weights import dump_weights, load_weights
+
+MODULES: Dict[str, Type[nn.Module]] = {}
+
+
+def torch_module(cls: Type[nn.Module]) -> Type[nn.Module]:
+    """Register a module class that can be rebuilt from `cls(**spec)`."""
+    MODULES[cls.__name__] = cls
+    return cls
+
+
+def build_module(kind: str, spec: dict) -> nn.Module:
+    if kind not in MODULES:
+        raise WeightsError(f"unknown module kind {kind!r} (known: {', '.join(sorted(MODULES))})")
+    try:
+        return MODULES[kind](**spec)
+    except (TypeError, ValueError) as err:
+        raise WeightsError(f"the saved description of the {kind} is invalid: {err}") from None
+
+
+def module_bytes(module: nn.Module) -> bytes:
+    return dump_weights({"module": type(module).__name__, "spec": module.spec}, module.state_dict())
+
+
+def module_from_bytes(data: bytes, device: Optional[torch.device] = None) -> nn.Module:
+    meta, state = load_weights(data)
+    module = build_module(meta.get("module", ""), meta["spec"])
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise WeightsError(f"tensors do not fit the saved description of the {meta['module']}: {err}") from None
+    return module.to(device or get_torch_default_device())
+
+
+def _serialize(module: Optional[nn.Module]) -> bytes:
+    if module is None:
+        raise ValueError("bilstm_tagger: the model is not initialized: call nlp.initialize() or load a trained pipeline")
+    return module_bytes(module)
+
+
+def _deserialize(_old: Any, data: bytes, device: torch.device) -> nn.Module:
+    return module_from_bytes(data, device)
+
+
+def make_shim(module: Optional[nn.Module] = None) -> PyTorchShim:
+    # Module-level (de)serializers, so the shim pickles for nlp.pipe(n_process=N).
+    return PyTorchShim(module, serialize_model=_serialize, deserialize_model=_deserialize)
+
+
+def get_module(model: Model) -> nn.Module:
+    module = model.shims[0]._model
+    if module is None:
+        raise ValueError("bilstm_tagger: the model is not initialized: call nlp.initialize() or load a trained pipeline")
+    return module
+
+
+def set_module(model: Model, module: nn.Module) -> None:
+    model.shims[0]._model = module.to(get_torch_default_device())
+
+
+def module_device(module: nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return get_torch_default_device()
+
+
+def is_built(model: Model) -> bool:
+    return model.shims[0]._model is not None
+
+
+def run(model: Model, is_train: bool, fn: Callable[[], Any]) -> Any:
+    """Run `fn` with the module in train or eval mode, without autograd at inference."""
+    module = get_module(model)
+    module.train(is_train)
+    if is_train:
+        return fn()
+    with torch.inference_mode():
+        return fn()

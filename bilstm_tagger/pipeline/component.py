@@ -1,0 +1,369 @@
+"""The spaCy pipeline component: `nlp.add_pipe("bilstm_tagger")` and its sibling factories.
+
+The pipe speaks docs and numpy: it hands docs to its thinc model, gets numpy
+tag ids back, and trains it with numpy gold tag ids through `TaggerLoss`.
+What a task means (labels, gold, annotations, scores) comes from
+`pipeline/tasks.py`; torch stays behind the model (`bilstm_tagger.ml`).
+
+No `from __future__ import annotations` here: spaCy validates `initialize`'s
+settings with pydantic from its real annotations.
+"""
+
+import hashlib
+import os
+import tempfile
+import warnings
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+import srsly
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.util import from_bytes, from_disk, to_bytes, to_disk
+from thinc.api import Config, Model
+
+from ..errors import ConfigError, ModelLoadError, WeightsError
+from ..ml import TaggerLoss, check_vectors, is_initialized, load_tagger_bytes, set_transition_constraints
+from .tasks import TASKS, Task, get_task
+from .threads import configure_torch_threads
+
+WEIGHTS_FILE = "model"
+CFG_FILE = "cfg"
+
+DEFAULT_MODEL = Config().from_str(
+    """
+[model]
+@architectures = "bilstm_tagger.BiLSTMTagger.v2"
+
+[model.embed]
+@architectures = "bilstm_tagger.HashCharEmbed.v1"
+"""
+)["model"]
+
+
+class BiLSTMTagger(TrainablePipe):
+    """A BiLSTM(-CRF) sequence tagger; its task decides what it reads and writes on a Doc."""
+
+    def __init__(
+        self,
+        vocab,
+        model: Model,
+        name: str = "bilstm_tagger",
+        *,
+        target: str = "ents",
+        scheme: str = "BILOU",
+        spans_key: str = "sc",
+        torch_threads: int = 0,
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        """Create the pipe; a factory (`bilstm_tagger`, `bilstm_spans`, `bilstm_tags`, `bilstm_pos`) calls this.
+
+        vocab (Vocab): the shared vocabulary.
+        model (Model[List[Doc], List[Ints1d]]): a tagger architecture, e.g. bilstm_tagger.BiLSTMTagger.v2.
+        name (str): the component's name in the pipeline.
+        target (str): the task: "ents", "spans", "tag" or "pos".
+        scheme (str): "BILOU" or "IOB2", the tags a span task predicts.
+        spans_key (str): the doc.spans key of the "spans" task.
+        torch_threads (int): torch's intra-op threads; 0 keeps torch's default (1 in nlp.pipe workers).
+        scorer (Optional[Callable]): scores a list of Examples, e.g. bilstm_tagger.seqeval_scorer.v1.
+        """
+        self.task: Task = get_task(target, scheme, spans_key)
+        if torch_threads < 0:
+            raise ConfigError("bilstm_tagger: torch_threads must be >= 0 (0 = torch's default)")
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.scorer = scorer
+        self.cfg: Dict[str, object] = {
+            "labels": [],
+            "target": target,
+            "scheme": scheme,
+            "spans_key": spans_key,
+            "torch_threads": torch_threads,
+        }
+        self._tag_index: Optional[Dict[str, int]] = None
+        self._threads_set_in: Optional[int] = None
+        self._configure_threads()
+
+    # ---- labels -------------------------------------------------------------
+    @property
+    def target(self) -> str:
+        return self.task.name
+
+    @property
+    def labels(self) -> tuple:
+        """The labels the component predicts (entity types, span labels or tags)."""
+        return tuple(self.cfg["labels"])
+
+    @property
+    def label_data(self) -> List[str]:
+        return list(self.labels)
+
+    @property
+    def tags(self) -> List[str]:
+        """The tag inventory the model predicts over (what nO counts)."""
+        return self.task.tag_names(self.labels)
+
+    @property
+    def tag_index(self) -> Dict[str, int]:
+        if self._tag_index is None:
+            self._tag_index = {tag: i for i, tag in enumerate(self.tags)}
+        return self._tag_index
+
+    def add_label(self, label: str) -> int:
+        """Add a label before initialize. Returns 1 if it was new, 0 if known.
+
+        label (str): the label to add.
+        """
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"bilstm_tagger: labels must be non-empty strings, not {label!r}")
+        if label in self.labels:
+            return 0
+        if is_initialized(self.model):
+            raise ValueError(
+                f"bilstm_tagger: cannot add label {label!r} to a model that is already built; "
+                "list every label before nlp.initialize()"
+            )
+        self.cfg["labels"].append(label)
+        self._tag_index = None
+        return 1
+
+    def initialize(
+        self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None, labels: Optional[Sequence[str]] = None
+    ) -> None:
+        """Infer the labels from the examples (or take `labels`), then build the network.
+
+        get_examples (Callable[[], Iterable[Example]]): returns the training examples.
+        nlp (Language): the pipeline (unused).
+        labels (Optional[Sequence[str]]): the labels, e.g. from `spacy init labels`.
+        """
+        validate_get_examples(get_examples, "BiLSTMTagger.initialize")
+        if labels is None:
+            labels = sorted({label for eg in get_examples() for label in self.task.labels_in(eg.reference) if label})
+        if not labels:
+            where = self.task.description if self.target != "spans" else f"spans under doc.spans[{self.task.spans_key!r}]"
+            raise ValueError(f"bilstm_tagger: the training examples contain no {where}, so there is nothing to learn")
+        self.cfg["labels"] = []
+        self._tag_index = None
+        for label in labels:
+            self.add_label(label)
+        doc_sample = [eg.reference for eg in islice(get_examples(), 10)]
+        self.model.set_dim("nO", len(self.tags), force=True)
+        self.model.initialize(X=doc_sample)
+        self._set_constraints()
+
+    def _set_constraints(self) -> None:
+        constraints = self.task.constraints(self.tags)
+        if constraints is not None:
+            set_transition_constraints(self.model.get_ref("decoder"), *constraints)
+
+    def _configure_threads(self) -> None:
+        # Once per process: nlp.pipe(n_process=N) workers get a pickled copy, not a fresh __init__.
+        if self._threads_set_in != os.getpid():
+            configure_torch_threads(self.cfg["torch_threads"])
+            self._threads_set_in = os.getpid()
+
+    # ---- inference ----------------------------------------------------------
+    def predict(self, docs: Iterable[Doc]) -> List[np.ndarray]:
+        """Tag ids for each doc, one per token.
+
+        docs (Iterable[Doc]): the docs to tag.
+        RETURNS (List[np.ndarray]): int64 tag ids, indices into `self.tags`.
+        """
+        self._configure_threads()
+        docs = list(docs)
+        if not any(len(doc) for doc in docs):
+            return [np.zeros(len(doc), dtype=np.int64) for doc in docs]
+        return [self.model.ops.to_numpy(ids) for ids in self.model.predict(docs)]
+
+    def set_annotations(self, docs: Iterable[Doc], tag_ids: List[np.ndarray]) -> None:
+        """Write the predicted tags to the docs, as the task says (doc.ents, doc.spans, token.tag_, token.pos_).
+
+        docs (Iterable[Doc]): the docs that were tagged.
+        tag_ids (List[np.ndarray]): what `predict` returned for them.
+        """
+        tags = self.tags
+        for doc, ids in zip(docs, tag_ids):
+            self.task.set_annotations(doc, [tags[i] for i in ids])
+
+    # ---- training -----------------------------------------------------------
+    def get_loss(self, examples: Iterable[Example], scores: List) -> tuple:
+        """The per-token loss and its gradient with respect to the model's scores.
+
+        examples (Iterable[Example]): the batch, with gold annotations on `eg.reference`.
+        scores: what the model's begin_update returned for `[eg.predicted for eg in examples]`.
+        RETURNS (Tuple[float, List[Floats2d]]): the loss and the gradient.
+        """
+        validate_examples(examples, "BiLSTMTagger.get_loss")
+        truths = [self.task.gold_ids(eg, self.tag_index) for eg in examples]
+        d_scores, loss = TaggerLoss(self.model.get_ref("decoder"))(scores, truths)
+        return loss, d_scores
+
+    def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, object]:
+        """Score a batch of examples with the component's scorer (seqeval for span tasks).
+
+        examples (Iterable[Example]): predicted docs with their gold references.
+        RETURNS (Dict[str, Any]): e.g. ents_p, ents_r, ents_f, ents_per_type, ents_macro_f.
+        """
+        validate_examples(examples, "BiLSTMTagger.score")
+        kwargs.update(target=self.target, spans_key=self.task.spans_key)
+        return self.scorer(examples, **kwargs)
+
+    # ---- serialization ------------------------------------------------------
+    def _load_weights(self, data: bytes, source: str) -> None:
+        """Load the model's weights after checking them against the config."""
+        self._tag_index = None
+        self.model.set_dim("nO", len(self.tags), force=True)
+        try:
+            load_tagger_bytes(self.model, data)
+            check_vectors(self.model.get_ref("embed"), self.vocab)
+        except (WeightsError, ConfigError) as err:
+            raise ModelLoadError(f"{source}: {err}") from None
+        self._set_constraints()
+
+    def to_bytes(self, *, exclude=tuple()) -> bytes:
+        """The component (cfg, vocab and model weights) as bytes."""
+        serialize = {
+            "cfg": lambda: srsly.json_dumps(self.cfg),
+            "vocab": lambda: self.vocab.to_bytes(exclude=exclude),
+            "model": self.model.to_bytes,
+        }
+        return to_bytes(serialize, exclude)
+
+    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "BiLSTMTagger":
+        """Load the component from `to_bytes` output; ModelLoadError says what is wrong."""
+        deserialize = {
+            "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
+            "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
+            "model": lambda b: self._load_weights(b, f"{self.name} (bytes)"),
+        }
+        try:
+            from_bytes(bytes_data, deserialize, exclude)
+        except ModelLoadError:
+            raise
+        except Exception as err:  # msgpack raises several types for truncated or foreign bytes
+            raise ModelLoadError(
+                f"{self.name} (bytes): weights are damaged ({type(err).__name__}): the bytes are truncated or corrupt"
+            ) from None
+        return self
+
+    def to_disk(self, path: Union[str, Path], *, exclude=tuple()) -> None:
+        """Save cfg, vocab and weights to a directory; each file is written atomically."""
+        data = self.model.to_bytes()
+        cfg = {**self.cfg, "weights_sha256": hashlib.sha256(data).hexdigest()}
+        serialize = {
+            CFG_FILE: lambda p: _atomic_write(p, srsly.json_dumps(cfg, indent=2).encode("utf8")),
+            "vocab": lambda p: self.vocab.to_disk(p, exclude=exclude),
+            WEIGHTS_FILE: lambda p: _atomic_write(p, data),
+        }
+        to_disk(path, serialize, exclude)
+
+    def from_disk(self, path: Union[str, Path], *, exclude=tuple()) -> "BiLSTMTagger":
+        """Load a directory written by `to_disk` (or by release 0.1); ModelLoadError names the bad file."""
+        path = Path(path)
+        deserialize = {
+            CFG_FILE: lambda p: self.cfg.update(_read_cfg(p)),
+            "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
+            WEIGHTS_FILE: lambda p: self._load_weights(_read_checked(p, self.cfg.pop("weights_sha256", None)), str(p)),
+        }
+        for name in (CFG_FILE, WEIGHTS_FILE):
+            if name not in exclude and not (path / name).is_file():
+                raise ModelLoadError(f"{path / name}: file is missing from the saved bilstm_tagger component")
+        from_disk(path, deserialize, exclude)
+        return self
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temp file and rename, so a crash never leaves a half-written file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.chmod(tmp, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_cfg(path: Path) -> dict:
+    try:
+        cfg = srsly.read_json(path)
+    except ValueError as err:
+        raise ModelLoadError(f"{path}: not valid JSON ({err}); the component's cfg file is corrupt") from None
+    missing = {"labels", "target", "scheme"} - set(cfg)
+    if missing:
+        raise ModelLoadError(f"{path}: the component's cfg lacks {', '.join(sorted(missing))}")
+    cfg.pop("vectors_width", None)  # release 0.1 kept it here; the model's own settings hold it now
+    return cfg
+
+
+def _read_checked(path: Path, sha256: Optional[str]) -> bytes:
+    data = Path(path).read_bytes()
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise ModelLoadError(
+            f"{path}: checksum mismatch ({len(data)} bytes): the weights file is truncated or corrupt"
+        )
+    return data
+
+
+# ---- factories: one per task, each with the score weights its scorer produces -----------------
+
+_COMMON = {
+    "model": DEFAULT_MODEL,
+    "scheme": "BILOU",
+    "spans_key": "sc",
+    "torch_threads": 0,
+    "scorer": {"@scorers": "bilstm_tagger.seqeval_scorer.v1"},
+}
+
+
+@Language.factory(
+    "bilstm_tagger",
+    assigns=TASKS["ents"].assigns,
+    default_config={**_COMMON, "target": "ents"},
+    default_score_weights=TASKS["ents"]().score_weights(),
+)
+def make_bilstm_tagger(
+    nlp: Language, name: str, model: Model, target: str, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable]
+) -> BiLSTMTagger:
+    """BiLSTM(-CRF) named entity recognizer writing doc.ents.
+
+    `target` is kept for pipelines saved by release 0.1; new configs use the
+    task's own factory, whose default score weights name the scores it produces.
+    """
+    if target != "ents":
+        factory = TASKS[target].factory if target in TASKS else None
+        warnings.warn(
+            f"bilstm_tagger with target={target!r}: spacy train ranks checkpoints by ents_f, which this "
+            f"target never produces; use factory {factory!r} instead",
+            stacklevel=2,
+        )
+    return BiLSTMTagger(nlp.vocab, model, name, target=target, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer)
+
+
+def _task_factory(task_name: str) -> Callable:
+    def make(nlp: Language, name: str, model: Model, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable]) -> BiLSTMTagger:
+        return BiLSTMTagger(nlp.vocab, model, name, target=task_name, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer)
+
+    make.__name__ = f"make_{TASKS[task_name].factory}"
+    make.__doc__ = f"BiLSTM(-CRF) tagger for the {task_name!r} task (writes {', '.join(TASKS[task_name].assigns)})."
+    return Language.factory(
+        TASKS[task_name].factory,
+        assigns=TASKS[task_name].assigns,
+        default_config=_COMMON,
+        default_score_weights=TASKS[task_name]().score_weights(),
+        func=make,
+    )
+
+
+make_bilstm_spans = _task_factory("spans")
+make_bilstm_tags = _task_factory("tag")
+make_bilstm_pos = _task_factory("pos")

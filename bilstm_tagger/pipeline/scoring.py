@@ -1,0 +1,106 @@
+"""seqeval scoring, with the score keys that `spacy train` and `spacy evaluate` print."""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+from seqeval import scheme as seqeval_schemes
+from seqeval.metrics import classification_report
+from spacy.tokens import Doc, Span
+from spacy.training import Example
+from spacy.util import filter_spans, registry
+
+from ..tags import check_scheme, tags_from_spans
+
+MODES = (None, "default", "strict")
+SpanGetter = Callable[[Doc], List[Span]]
+
+
+def _as_tuples(spans: Iterable[Span]):
+    # A tagger cannot represent overlaps, so overlapping gold spans keep the longest.
+    return [(s.start, s.end, s.label_) for s in filter_spans(spans)]
+
+
+def tag_sequences(
+    examples: Iterable[Example], get_spans: SpanGetter, scheme: str = "IOB2"
+) -> Tuple[List[List[str]], List[List[str]]]:
+    """Gold and predicted tag sequences, both over the predicted tokenization."""
+    y_true, y_pred = [], []
+    for eg in examples:
+        pred = eg.predicted
+        gold = eg.get_aligned_spans_y2x(get_spans(eg.reference), allow_overlap=True)
+        y_true.append(tags_from_spans(_as_tuples(gold), len(pred), scheme))
+        y_pred.append(tags_from_spans(_as_tuples(get_spans(pred)), len(pred), scheme))
+    return y_true, y_pred
+
+
+def _check_mode(mode: Optional[str]) -> None:
+    if mode not in MODES:
+        raise ValueError(f"seqeval mode must be 'default' or 'strict', not {mode!r}")
+
+
+def seqeval_report(
+    y_true: List[List[str]], y_pred: List[List[str]], mode: Optional[str] = None, scheme: str = "IOB2", as_dict: bool = True, digits: int = 4
+):
+    _check_mode(mode)
+    strict = mode == "strict"
+    return classification_report(
+        y_true,
+        y_pred,
+        mode="strict" if strict else None,
+        scheme=getattr(seqeval_schemes, check_scheme(scheme)) if strict else None,
+        output_dict=as_dict,
+        digits=digits,
+        zero_division=0,
+    )
+
+
+def seqeval_scores(
+    y_true: List[List[str]], y_pred: List[List[str]], prefix: str, mode: Optional[str] = None, scheme: str = "IOB2"
+) -> Dict[str, object]:
+    """Entity-level micro P/R/F, per-type P/R/F and macro F under `prefix` (ents, spans_sc, ...)."""
+    if not any(t != "O" for seq in y_true + y_pred for t in seq):
+        # seqeval has nothing to count; an empty gold and prediction is a perfect score of nothing.
+        return {f"{prefix}_p": None, f"{prefix}_r": None, f"{prefix}_f": None, f"{prefix}_per_type": {}}
+    report = seqeval_report(y_true, y_pred, mode, scheme)
+    micro = report["micro avg"]
+    per_type = {
+        label: {"p": row["precision"], "r": row["recall"], "f": row["f1-score"]}
+        for label, row in report.items()
+        if not label.endswith(" avg")
+    }
+    return {
+        f"{prefix}_p": micro["precision"],
+        f"{prefix}_r": micro["recall"],
+        f"{prefix}_f": micro["f1-score"],
+        f"{prefix}_per_type": per_type,
+        f"{prefix}_macro_f": report["macro avg"]["f1-score"],
+    }
+
+
+def score_seqeval(
+    examples: Iterable[Example],
+    *,
+    target: str = "ents",
+    spans_key: str = "sc",
+    mode: Optional[str] = None,
+    scheme: Optional[str] = None,
+    **kwargs,
+) -> Dict[str, object]:
+    """Entity-level scores from seqeval for span tasks, token accuracy for tag/pos.
+
+    The default mode is conlleval-compatible; `mode="strict"` scores with the
+    given `scheme` (IOB2 or BILOU) as seqeval's strict mode does.
+    """
+    from .tasks import get_task  # tasks build on this module's functions
+
+    _check_mode(mode)
+    return get_task(target, spans_key=spans_key).score(list(examples), mode=mode, scheme=scheme, **kwargs)
+
+
+@registry.scorers("bilstm_tagger.seqeval_scorer.v1")
+def make_seqeval_scorer(mode: Optional[str] = None, scheme: Optional[str] = None) -> Callable:
+    _check_mode(mode)
+    if scheme is not None:
+        check_scheme(scheme)
+    return partial(score_seqeval, mode=mode, scheme=scheme)
