@@ -23,8 +23,8 @@ from spacy.training.initialize import init_nlp
 from spacy.training.loop import train as spacy_train_loop
 from spacy.util import registry
 
-from bilstm_tagger.readers import create_hf_reader
-from bilstm_tagger.scoring import score_seqeval
+from bilstm_tagger.data.readers import create_hf_reader
+from bilstm_tagger.pipeline.scoring import score_seqeval
 
 from .systems import REPO, SYSTEMS, load_system_config
 

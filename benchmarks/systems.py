@@ -9,6 +9,7 @@ from thinc.api import Config
 
 REPO = Path(__file__).resolve().parent.parent
 M = "components.bilstm_tagger.model"
+E = f"{M}.embed"
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ SYSTEMS = {
         System("bilstm_attention", "ours: configs/ner_attention.cfg (+ self-attention)", config="ner_attention.cfg"),
         System(
             "bilstm_vectors", "ours: configs/ner.cfg + GloVe static vectors", config="ner.cfg",
-            overrides={f"{M}.include_static_vectors": True}, vectors=True,
+            overrides={f"{E}.include_static_vectors": True}, vectors=True,
         ),
         System("spacy_efficiency", "spaCy ner, `init config -p ner -o efficiency`", spacy_optimize="efficiency", ours=False),
         System("spacy_accuracy", "spaCy ner, `init config -p ner -o accuracy`, static vectors off", spacy_optimize="accuracy", ours=False),
@@ -38,10 +39,10 @@ SYSTEMS = {
             vectors=True, ours=False,
         ),
         System("ablate_crf", "ours without the CRF (softmax)", config="ner.cfg", overrides={f"{M}.crf": False}),
-        System("ablate_chars", "ours without the char CNN", config="ner.cfg", overrides={f"{M}.char_width": 0}),
+        System("ablate_chars", "ours without the char CNN", config="ner.cfg", overrides={f"{E}.char_width": 0}),
         System(
             "ablate_hash", "ours without PREFIX/SUFFIX/SHAPE hashes (NORM only)", config="ner.cfg",
-            overrides={f"{M}.embed_attrs": ["NORM"], f"{M}.embed_rows": [20000], f"{M}.embed_widths": [96]},
+            overrides={f"{E}.attrs": ["NORM"], f"{E}.rows": [20000], f"{E}.widths": [96]},
         ),
     ]
 }
