@@ -1,11 +1,14 @@
-"""The spaCy component: training, annotation, batching, targets and serialization."""
+"""The spaCy component: training, annotation, batching, tasks and serialization."""
 import numpy as np
 import pytest
 import spacy
-from spacy.tokens import Span
+from spacy.tokens import Doc, Span
+from spacy.training import Example
 
+from bilstm_tagger.ml import emission_scores
+from bilstm_tagger.ml.windows import plan_chunks, plan_windows, window_starts
 
-from .conftest import TINY_MODEL, read_examples, train_pipeline
+from .conftest import TINY_MODEL, read_examples, tiny_model, train_pipeline
 
 TEXTS = [
     "Mara Lindqvist said on Tuesday that Northwind Bank would cut 200 jobs in Lisbon .",
@@ -21,6 +24,15 @@ def ents(doc):
     return [(e.start, e.end, e.label_) for e in doc.ents]
 
 
+def words_of(nlp, examples):
+    """Fresh docs with the examples' own tokens (re-tokenizing the text would split "2-1")."""
+    return [Doc(nlp.vocab, words=[t.text for t in eg.reference], spaces=[bool(t.whitespace_) for t in eg.reference]) for eg in examples]
+
+
+def gold_ents(examples):
+    return [[(e.start, e.end, e.label_) for e in eg.reference.ents] for eg in examples]
+
+
 def test_sample_model_learns(ner_nlp, sample_examples):
     scores = ner_nlp.evaluate(sample_examples["test"])
     assert scores["ents_f"] > 0.6, scores
@@ -30,27 +42,65 @@ def test_sample_model_learns(ner_nlp, sample_examples):
 
 def test_pipe_equals_call_at_any_batch_size(ner_nlp):
     one_by_one = [ents(ner_nlp(t)) for t in TEXTS]
+    assert any(one_by_one), "the sample model should find some entity in these texts"
     for batch_size in (1, 2, 64):
         assert [ents(d) for d in ner_nlp.pipe(TEXTS, batch_size=batch_size)] == one_by_one
     assert list(ner_nlp.pipe([])) == []
     assert ents(ner_nlp("")) == []
 
 
-def test_long_docs_are_windowed_without_changing_short_ones(ner_nlp):
-    tagger = ner_nlp.get_pipe("bilstm_tagger")
-    text = " ".join([TEXTS[0]] * 50)
-    doc = ner_nlp(text)
-    assert len(doc) > tagger.model.attrs["window"]
-    assert all(0 <= e.start < e.end <= len(doc) for e in doc.ents)
-    assert ents(ner_nlp(TEXTS[0])) == [(s, e, l) for s, e, l in ents(doc) if e <= 15]
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 500, 1000, 6001])
+def test_long_docs_are_cut_into_overlapping_windows(n):
+    window = 256
+    plan = plan_windows([3, n, 0, 5], window)
+    long_segments = [(s, e) for d, s, e in plan.segments if d == 1]
+    if n <= window:
+        assert long_segments == [(0, n)] and plan.take is None
+        return
+    starts = window_starts(n, window)
+    assert long_segments == [(int(s), int(s) + window) for s in starts]
+    assert starts[0] == 0 and starts[-1] == n - window
+    assert all(0 < b - a <= window - window // 4 for a, b in zip(starts, starts[1:]))  # neighbours overlap
+    # Each doc token is read back from exactly one window row, in doc order ...
+    offsets = np.array([0, 3, 3 + n, 3 + n, 8 + n])
+    rows = plan.gather_index(offsets)
+    assert np.array_equal(rows[plan.take], np.arange(8 + n))
+    # ... the one where it sits at least window // 8 tokens from an edge (fewer only at the doc's ends).
+    seg_of_row = np.repeat(np.arange(len(plan.segments)), [e - s for _, s, e in plan.segments])
+    t = np.arange(n)
+    owner_rows = plan.take[3 : 3 + n]
+    seg_start = np.array([s for _, s, _ in plan.segments])[seg_of_row[owner_rows]]
+    distance = np.minimum(t - seg_start, seg_start + window - 1 - t)
+    assert (distance >= np.minimum(window // 8, np.minimum(t, n - 1 - t))).all()
 
 
-def test_preset_entities_are_kept(ner_nlp):
+def test_inference_chunks_stay_under_the_token_bound():
+    segments = [(i, 0, n) for i, n in enumerate([256, 3, 200, 17, 256, 90, 1, 256, 256])]
+    chunks = list(plan_chunks(segments, 600))
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(segments)))
+    for chunk in chunks:
+        longest = max(segments[i][2] for i in chunk)
+        assert len(chunk) * longest <= 600
+    assert [len(c) for c in chunks][0] == 2  # two 256-token windows fit 600, three do not
+
+
+def test_long_doc_predictions_match_short_docs_away_from_the_ends(ner_nlp):
+    doc = ner_nlp(" ".join([TEXTS[0]] * 50))  # 750 tokens: three overlapping windows
+    alone = ents(ner_nlp(TEXTS[0]))
+    assert alone and len(doc) == 750
+    per_copy = {i: [(s - 15 * i, e - 15 * i, l) for s, e, l in ents(doc) if 15 * i <= s and e <= 15 * (i + 1)] for i in range(50)}
+    assert per_copy[0] == alone
+    assert sum(per_copy[i] == alone for i in range(50)) >= 45, per_copy
+
+
+def test_preset_entities_are_kept_and_ours_fill_the_rest(ner_nlp):
+    free = ents(ner_nlp(TEXTS[0]))
+    assert len(free) >= 2, free
     doc = ner_nlp.make_doc(TEXTS[0])
     doc.ents = [Span(doc, 0, 1, label="CUSTOM")]
     doc = ner_nlp.get_pipe("bilstm_tagger")(doc)
-    assert doc.ents[0].label_ == "CUSTOM" and doc.ents[0].end == 1
-    assert all(e.start >= 1 for e in doc.ents[1:])
+    assert ents(doc)[0] == (0, 1, "CUSTOM")
+    assert ents(doc)[1:] == [e for e in free if e[0] >= 1]
 
 
 def test_bytes_round_trip_gives_identical_predictions(ner_nlp):
@@ -59,6 +109,7 @@ def test_bytes_round_trip_gives_identical_predictions(ner_nlp):
     nlp2.from_bytes(ner_nlp.to_bytes())
     a = ner_nlp.get_pipe("bilstm_tagger").predict([ner_nlp.make_doc(t) for t in TEXTS])
     b = nlp2.get_pipe("bilstm_tagger").predict([nlp2.make_doc(t) for t in TEXTS])
+    assert any(x.any() for x in a)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
@@ -76,53 +127,94 @@ def test_labels_cannot_be_added_after_initialize(ner_nlp):
 
 def test_bad_settings_fail_at_construction():
     nlp = spacy.blank("en")
-    with pytest.raises(ValueError, match="target must be one of"):
+    with pytest.raises(ValueError, match="target must be one of ents, spans, tag, pos, not 'chunks'"):
         nlp.add_pipe("bilstm_tagger", config={"target": "chunks"})
     with pytest.raises(ValueError, match="proj_size needs cell = 'lstm'"):
-        nlp.add_pipe("bilstm_tagger", name="b", config={"model": {**TINY_MODEL, "cell": "gru", "proj_size": 8}})
+        nlp.add_pipe("bilstm_tagger", name="b", config={"model": tiny_model(cell="gru", proj_size=8)})
     with pytest.raises(ValueError, match="must divide the BiRNN output width"):
-        nlp.add_pipe("bilstm_tagger", name="c", config={"model": {**TINY_MODEL, "attention_heads": 5}})
+        nlp.add_pipe("bilstm_tagger", name="c", config={"model": tiny_model(attention_heads=5)})
+    with pytest.raises(ValueError, match="max_chars \\(2\\) must be at least char_kernel \\(3\\)"):
+        nlp.add_pipe("bilstm_tagger", name="d", config={"model": tiny_model(embed={"max_chars": 2})})
+
+
+OVERFIT_SETTINGS = dict(dropout=0.0, hidden_size=48)
 
 
 @pytest.mark.parametrize(
-    "variant",
+    "variant, embed",
     [
-        {"attention_heads": 4, "attention_layers": 2},
-        {"cell": "gru", "num_layers": 2},
-        {"proj_size": 16, "num_layers": 2},
-        {"crf": False},
-        {"char_width": 0},
-        {"embed_attrs": ["NORM"], "embed_rows": [1000], "embed_widths": [16]},
+        ({}, {}),
+        ({"attention_heads": 4, "attention_layers": 1}, {}),
+        ({"cell": "gru", "num_layers": 2}, {}),
+        ({"proj_size": 16, "num_layers": 2}, {}),
+        ({"crf": False}, {}),
+        ({}, {"char_width": 0}),
+        ({}, {"attrs": ["NORM"], "rows": [1000], "widths": [32]}),
+        ({"window": 4, "max_batch_tokens": 16}, {}),
     ],
 )
-def test_variants_train_and_round_trip(variant, sample_examples, tmp_path):
-    nlp = train_pipeline({"model": {**TINY_MODEL, **variant}}, sample_examples["train"][:64], steps=3)
+def test_variants_overfit_then_round_trip(variant, embed, sample_examples, tmp_path):
+    """spaCy's test_overfitting_IO: learn a few sentences exactly, then save, load and compare."""
+    train = list(sample_examples["train"][:4])
+    nlp = train_pipeline({"model": tiny_model(embed, **OVERFIT_SETTINGS, **variant)}, train, steps=80)
+    losses = {}
+    nlp.update(train, losses=losses, drop=0.0, sgd=None)
+    assert losses["bilstm_tagger"] < 0.05, losses
+    assert [ents(d) for d in nlp.pipe(words_of(nlp, train))] == gold_ents(train)
     nlp.to_disk(tmp_path / "m")
     nlp2 = spacy.load(tmp_path / "m")
-    assert [ents(d) for d in nlp2.pipe(TEXTS)] == [ents(d) for d in nlp.pipe(TEXTS)]
+    assert [ents(d) for d in nlp2.pipe(words_of(nlp2, train))] == gold_ents(train)
+    docs = words_of(nlp, train)
+    a = emission_scores(nlp.get_pipe("bilstm_tagger").model, docs)
+    b = emission_scores(nlp2.get_pipe("bilstm_tagger").model, docs)
+    assert all(np.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
 
 
-def test_spans_target_writes_a_span_group(sample_examples):
-    examples = []
-    for eg in sample_examples["train"][:100]:
-        eg.reference.spans["found"] = list(eg.reference.ents)
-        examples.append(eg)
-    nlp = train_pipeline({"model": TINY_MODEL, "target": "spans", "spans_key": "found", "scheme": "IOB2"}, examples, steps=20)
-    doc = nlp(TEXTS[0])
-    assert "found" in doc.spans and not doc.ents
-    scores = nlp.evaluate(examples[:20])
-    assert "spans_found_f" in scores and "spans_found_per_type" in scores
+def test_spans_factory_writes_its_span_group(sample_examples):
+    train = []
+    for eg in sample_examples["train"][:4]:
+        reference = eg.reference.copy()
+        reference.spans["found"] = list(reference.ents)
+        reference.ents = []
+        train.append(Example(eg.predicted.copy(), reference))
+    config = {"model": tiny_model(**OVERFIT_SETTINGS), "spans_key": "found", "scheme": "IOB2"}
+    nlp = train_pipeline(config, train, steps=80, factory="bilstm_spans")
+    docs = list(nlp.pipe(words_of(nlp, train)))
+    assert [[(s.start, s.end, s.label_) for s in d.spans["found"]] for d in docs] == [
+        [(s.start, s.end, s.label_) for s in eg.reference.spans["found"]] for eg in train
+    ]
+    assert not any(d.ents for d in docs)
+    scores = nlp.evaluate(train)
+    assert scores["spans_found_f"] == 1.0 and "ents_f" not in scores
+    assert "found" not in sample_examples["train"][0].reference.spans  # the shared fixture is untouched
 
 
-def test_tag_target_scores_accuracy():
-    nlp = spacy.blank("en")
+def test_each_factory_ranks_checkpoints_by_its_own_scores():
+    from spacy.language import Language
+
+    weights = {name: Language.get_factory_meta(name).default_score_weights for name in ("bilstm_tagger", "bilstm_spans", "bilstm_tags", "bilstm_pos")}
+    assert weights["bilstm_tagger"]["ents_f"] == 1.0
+    assert weights["bilstm_spans"]["spans_sc_f"] == 1.0 and "ents_f" not in weights["bilstm_spans"]
+    assert weights["bilstm_tags"] == {"tag_acc": 1.0}
+    assert weights["bilstm_pos"] == {"pos_acc": 1.0}
+
+
+def test_tag_factory_scores_accuracy():
     from .conftest import conll_path
 
+    nlp = spacy.blank("en")
     examples = read_examples(nlp, conll_path(), "train", limit=200, tags_column="pos_tags", target="tag")
-    nlp = train_pipeline({"model": TINY_MODEL, "target": "tag"}, examples, steps=40)
+    nlp = train_pipeline({"model": TINY_MODEL}, examples, steps=40, factory="bilstm_tags")
     scores = nlp.evaluate(examples[:50])
     assert scores["tag_acc"] > 0.5, scores
-    assert nlp("The cat sat .")[1].tag_ in nlp.get_pipe("bilstm_tagger").labels
+    assert nlp("The cat sat .")[1].tag_ in nlp.get_pipe("bilstm_tags").labels
+
+
+def test_legacy_target_argument_still_works_but_warns(sample_examples):
+    with pytest.warns(UserWarning, match="use factory 'bilstm_tags'"):
+        nlp = spacy.blank("en")
+        nlp.add_pipe("bilstm_tagger", config={"model": TINY_MODEL, "target": "tag"})
+    assert nlp.get_pipe("bilstm_tagger").target == "tag"
 
 
 def test_missing_gold_entities_are_not_trained_as_O(sample_examples):
@@ -132,16 +224,13 @@ def test_missing_gold_entities_are_not_trained_as_O(sample_examples):
     nlp.initialize(lambda: sample_examples["train"][:50])
     ref = eg.reference.copy()
     ref.set_ents([], default="missing")
-    from spacy.training import Example
-
-    assert (tagger._gold_ids(Example(eg.predicted, ref)) == -1).all()
+    assert (tagger.task.gold_ids(Example(eg.predicted, ref), tagger.tag_index) == -1).all()
+    assert (tagger.task.gold_ids(eg, tagger.tag_index) >= 0).all()
 
 
 @pytest.mark.parametrize("scheme", ["BILOU", "IOB2"])
 def test_fast_gold_path_equals_the_aligned_path(sample_examples, scheme):
-    from spacy.training import Example
-
-    from bilstm_tagger.component import _biluo_to
+    from bilstm_tagger.pipeline.tasks import _biluo_to
 
     nlp = spacy.blank("en")
     tagger = nlp.add_pipe("bilstm_tagger", config={"model": TINY_MODEL, "scheme": scheme})
@@ -153,4 +242,18 @@ def test_fast_gold_path_equals_the_aligned_path(sample_examples, scheme):
     examples.append(Example(examples[0].predicted, partial))
     for eg in examples:
         slow = [tagger.tag_index.get(t, -1) if t else -1 for t in map(lambda t: _biluo_to(t, scheme), eg.get_aligned_ner())]
-        assert tagger._gold_ents_fast(eg.reference).tolist() == slow
+        assert tagger.task._gold_ids_fast(eg.reference, tagger.tag_index).tolist() == slow
+
+
+def test_component_imports_no_torch():
+    import ast
+    from pathlib import Path
+
+    from bilstm_tagger.pipeline import component, tasks
+
+    for module in (component, tasks):
+        tree = ast.parse(Path(module.__file__).read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "torch" not in imported
+        assert "shims" not in Path(module.__file__).read_text()

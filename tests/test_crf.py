@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bilstm_tagger.decoder import CRFDecoder, SoftmaxDecoder
+from bilstm_tagger.ml.decoder import CRFDecoder, SoftmaxDecoder
 from bilstm_tagger.tags import is_legal_sequence, tag_names, transition_constraints
 
 

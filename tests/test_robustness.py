@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spacy.tokens import Doc
 
-from bilstm_tagger.component import configure_torch_threads
+from bilstm_tagger.pipeline.threads import configure_torch_threads
 
 from .conftest import MEASUREMENTS, REPO
 

@@ -1,0 +1,43 @@
+"""Pipelines saved by release 0.1 (flat BiLSTMTagger.v1, one safetensors file) load and predict identically."""
+import json
+
+import pytest
+import spacy
+from spacy.tokens import Doc
+
+from .conftest import REPO
+
+LEGACY = REPO / "tests" / "data" / "legacy_0_1"
+
+
+def predictions(nlp, expected):
+    # The texts were tagged from plain strings by release 0.1; do the same.
+    docs = list(nlp.pipe(expected["texts"]))
+    return [[[e.start, e.end, e.label_] for e in d.ents] for d in docs], [[t.tag_ for t in d] for d in docs]
+
+
+@pytest.mark.parametrize("name", ["ner_crf", "tag_softmax"])
+def test_a_release_0_1_pipeline_predicts_identically(name, tmp_path):
+    expected = json.loads((LEGACY / f"{name}.expected.json").read_text())
+    nlp = spacy.load(LEGACY / name)
+    ents, tags = predictions(nlp, expected)
+    assert sum(map(len, expected["ents"] if name == "ner_crf" else expected["tags"])) > 100
+    assert ents == expected["ents"]
+    assert tags == expected["tags"]
+    # Saved again, it is in today's format and still predicts the same.
+    nlp.to_disk(tmp_path / "resaved")
+    assert (tmp_path / "resaved" / "bilstm_tagger" / "model").read_bytes()[:1] != (LEGACY / name / "bilstm_tagger" / "model").read_bytes()[:1]
+    again = spacy.load(tmp_path / "resaved")
+    assert predictions(again, expected) == (ents, tags)
+
+
+def test_a_release_0_1_file_with_other_sizes_is_refused_by_name(tmp_path):
+    import shutil
+
+    from bilstm_tagger.errors import ModelLoadError
+
+    shutil.copytree(LEGACY / "ner_crf", tmp_path / "m")
+    config = (tmp_path / "m" / "config.cfg").read_text()
+    (tmp_path / "m" / "config.cfg").write_text(config.replace("hidden_size = 16", "hidden_size = 24"))
+    with pytest.raises(ModelLoadError, match="hidden_size: saved 16, config 24"):
+        spacy.load(tmp_path / "m")

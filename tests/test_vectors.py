@@ -1,0 +1,59 @@
+"""Static vectors: the lookup attribute is the model's own setting, saved with it, and checked."""
+import numpy as np
+import pytest
+import spacy
+
+from bilstm_tagger.data.vectors import build_vectors_pipeline
+from bilstm_tagger.errors import ModelLoadError
+from bilstm_tagger.ml.embed import resolve_vectors_attr, table_is_lowercased
+
+from .conftest import read_examples, SAMPLE, tiny_model, train_pipeline
+
+WORDS = ["lisbon", "oslo", "mara", "bank", "the", "in", "visited", "."]
+
+
+def glove_file(path, words, width=6, upper=False):
+    rng = np.random.default_rng(0)
+    with open(path, "w", encoding="utf8") as f:
+        for w in words:
+            f.write(" ".join([w.title() if upper else w] + [f"{x:.4f}" for x in rng.normal(size=width)]) + "\n")
+    return path
+
+
+def test_a_lower_keyed_table_finds_capitalised_words_after_a_reload(tmp_path):
+    build_vectors_pipeline(str(glove_file(tmp_path / "g.txt", WORDS)), str(tmp_path / "vec"), attr="LOWER")
+    nlp = spacy.load(tmp_path / "vec")
+    vectors = nlp.vocab.vectors
+    # spaCy forgets the attribute of a default-mode table on reload ...
+    assert vectors.attr == spacy.attrs.ORTH
+    # ... so the model reads it off the keys, and looks "Lisbon" up as "lisbon".
+    assert table_is_lowercased(vectors, nlp.vocab.strings)
+    attr = resolve_vectors_attr(None, vectors, nlp.vocab.strings)
+    assert attr == "LOWER"
+    from spacy.attrs import IDS
+
+    doc = nlp.make_doc("Lisbon OSLO Mara zzz")
+    rows = vectors.find(keys=doc.to_array(IDS[attr]).astype(np.uint64))
+    assert (rows[:3] >= 0).all() and rows[3] == -1
+    assert (vectors.find(keys=doc.to_array(IDS["ORTH"]).astype(np.uint64))[:3] == -1).all()
+
+
+def test_training_with_vectors_uses_them_and_refuses_a_cased_table(tmp_path):
+    build_vectors_pipeline(str(glove_file(tmp_path / "g.txt", WORDS)), str(tmp_path / "vec"), attr="LOWER")
+    nlp0 = spacy.load(tmp_path / "vec")
+    examples = read_examples(nlp0, SAMPLE, "train", limit=40)
+    config = {"model": tiny_model({"include_static_vectors": True})}
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.load(tmp_path / "vec")
+    nlp.add_pipe("bilstm_tagger", config=config)
+    nlp.initialize(lambda: examples)
+    embed = nlp.get_pipe("bilstm_tagger").model.get_ref("embed")
+    assert embed.attrs["vectors_attr"] == "LOWER" and embed.attrs["spec"]["vectors_width"] == 6
+    nlp.to_disk(tmp_path / "model")
+    assert spacy.load(tmp_path / "model").get_pipe("bilstm_tagger").model.get_ref("embed").attrs["vectors_attr"] == "LOWER"
+    # The same model directory with a cased (ORTH-keyed) table of the same width is refused.
+    build_vectors_pipeline(str(glove_file(tmp_path / "G.txt", WORDS, upper=True)), str(tmp_path / "cased"), attr="ORTH")
+    cased = spacy.load(tmp_path / "cased")
+    cased.vocab.to_disk(tmp_path / "model" / "vocab")
+    with pytest.raises(ModelLoadError, match="looks static vectors up by LOWER, but this vectors table has keys with upper-case"):
+        spacy.load(tmp_path / "model")
