@@ -120,14 +120,11 @@ def _linear_scan(a: Tensor, b: Tensor) -> Tensor:
     division, no logs), so it is exact up to float rounding, like the recurrence itself: the pair
     (a, b) stands for the map c -> a*c + b, and maps compose associatively.
     """
-    a, b = a.clone(), b.clone()
-    offset = 1
-    while offset < a.shape[1]:
-        b_new = b.clone()
-        b_new[:, offset:] = a[:, offset:] * b[:, :-offset] + b[:, offset:]
-        a_new = a.clone()
-        a_new[:, offset:] = a[:, offset:] * a[:, :-offset]
-        a, b = a_new, b_new
+    offset, length = 1, a.shape[1]
+    while offset < length:
+        b = torch.cat([b[:, :offset], torch.addcmul(b[:, offset:], a[:, offset:], b[:, :-offset])], dim=1)
+        if 2 * offset < length:  # the last round needs no products of a
+            a = torch.cat([a[:, :offset], a[:, offset:] * a[:, :-offset]], dim=1)
         offset *= 2
     return b
 
