@@ -1,6 +1,6 @@
 """The HTML report, opened in a real headless Chromium, and its matplotlib PNGs.
 
-Chromium comes from Debian: apt-get update && apt-get install -y --no-install-recommends chromium
+Chromium comes from Debian: apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 The browser tests skip only when no chromium binary is installed.
 """
 import base64
@@ -49,7 +49,7 @@ DOCS = [
 ]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install -y --no-install-recommends chromium)"
+    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get update && apt-get install -y chromium)"
 )
 
 
