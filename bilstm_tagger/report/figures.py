@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Union
 
 import numpy as np
 
@@ -146,7 +146,7 @@ def render_figures(data: ReportData) -> Dict[str, bytes]:
     return figures
 
 
-def write_figures(data: ReportData, png_dir) -> List[Path]:
+def write_figures(data: ReportData, png_dir: Union[str, Path]) -> List[Path]:
     """Write `render_figures(data)` as PNG files into `png_dir` (created if needed)."""
     data.validate()
     out = Path(png_dir)

@@ -14,7 +14,7 @@ import hashlib
 import math
 from html import escape
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 from .data import Entity, GateSaturation, NeuronTrack, ReportData, ReportDoc, TransitionTable
 from .figures import render_figures
@@ -214,7 +214,7 @@ def render_html(data: ReportData, figures: Optional[Dict[str, bytes]] = None) ->
             f'<body><div id="readout"></div>\n{body}\n<script>{_JS}</script></body></html>\n')
 
 
-def build_report(data: ReportData, path, png_dir=None) -> Path:
+def build_report(data: ReportData, path: Union[str, Path], png_dir: Optional[Union[str, Path]] = None) -> Path:
     """Write the report as one self-contained HTML file at `path`; with `png_dir`, the same
     figures also go there as PNG files. Returns the HTML file's path."""
     figures = render_figures(data)

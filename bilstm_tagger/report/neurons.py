@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
 from ..tags import split_tag
 from .data import NeuronTrack
+
+ArrayLike = Any  # numpy array, nested lists or a torch tensor (read through .detach().cpu())
 
 
 @dataclass
@@ -42,7 +44,7 @@ def correlations(hidden: np.ndarray, indicator: np.ndarray) -> np.ndarray:
     return np.where(denom > 0, r, 0.0)
 
 
-def select_neurons(hidden, tags: Sequence[str], top_k: int = 3) -> List[NeuronSelection]:
+def select_neurons(hidden: ArrayLike, tags: Sequence[str], top_k: int = 3) -> List[NeuronSelection]:
     """The `top_k` neurons with the largest |Pearson r| for each criterion, strongest first.
 
     `hidden` is (n_tokens, n_neurons), any array-like (a torch tensor works too): the states of
@@ -62,7 +64,7 @@ def select_neurons(hidden, tags: Sequence[str], top_k: int = 3) -> List[NeuronSe
     return selected
 
 
-def neuron_tracks(hidden, doc_lengths: Sequence[int], selections: Sequence[NeuronSelection], source: str = "hidden") -> List[NeuronTrack]:
+def neuron_tracks(hidden: ArrayLike, doc_lengths: Sequence[int], selections: Sequence[NeuronSelection], source: str = "hidden") -> List[NeuronTrack]:
     """The selected neurons' values split per doc, ready for `ReportData.neurons`."""
     hidden = np.asarray(hidden.detach().cpu() if hasattr(hidden, "detach") else hidden, dtype=np.float64)
     if hidden.shape[0] != sum(doc_lengths):
