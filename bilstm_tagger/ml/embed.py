@@ -329,7 +329,8 @@ def build_hash_char_embed(
         raise ConfigError(f"vectors_attr must be one of {', '.join(VECTOR_ATTRS)} or null, not {vectors_attr!r}")
     spec = dict(
         rows=list(rows), widths=list(widths), char_embed=char_embed if char_width else 0, char_width=char_width,
-        char_kernel=char_kernel if char_width else 0, vectors_width=0,
+        # The vectors' width is known once the table is (at initialize); null until then.
+        char_kernel=char_kernel if char_width else 0, vectors_width=None if include_static_vectors else 0,
     )
     return Model(
         "hash_char_embed",

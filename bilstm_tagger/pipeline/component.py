@@ -339,8 +339,8 @@ def make_bilstm_tagger(
     `target` is kept for pipelines saved by release 0.1; new configs use the
     task's own factory, whose default score weights name the scores it produces.
     """
-    if target != "ents":
-        factory = TASKS[target].factory if target in TASKS else None
+    if target != "ents" and target in TASKS:
+        factory = TASKS[target].factory
         warnings.warn(
             f"bilstm_tagger with target={target!r}: spacy train ranks checkpoints by ents_f, which this "
             f"target never produces; use factory {factory!r} instead",
