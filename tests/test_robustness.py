@@ -178,3 +178,34 @@ def test_same_seed_same_data_gives_bit_identical_weights_across_processes(tmp_pa
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert runs[0] == runs[1]
+
+
+def test_thread_tuner_keeps_the_faster_count_and_keeps_checking():
+    from bilstm_tagger.pipeline.threads import ThreadTuner
+
+    tuner = ThreadTuner([1, 2], explore_every=4)
+    # Each count is tried first, then the faster per token is kept ...
+    assert tuner.choose() == 1
+    tuner.record(1, seconds=1.0, n_tokens=1000)
+    assert tuner.choose() == 2
+    tuner.record(2, seconds=3.0, n_tokens=1000)  # two threads fighting a busy core
+    picks = []
+    for call in range(1, 13):
+        tuner.calls = call
+        picks.append(tuner.choose())
+    # ... with the other count retried every 4th call, since the machine's load changes.
+    assert picks == [1, 1, 1, 2, 1, 1, 1, 2, 1, 1, 1, 2]
+    for _ in range(5):  # the other process went away: two threads are now faster
+        tuner.record(2, seconds=0.5, n_tokens=1000)
+    assert tuner.best() == 2
+
+
+def test_the_pipe_runs_under_the_tuned_thread_count(ner_nlp):
+    tagger = ner_nlp.get_pipe("bilstm_tagger")
+    if tagger._tuner is None:
+        pytest.skip("one core: nothing to tune")
+    texts = ["Mara Lindqvist said on Tuesday that Northwind Bank would cut 200 jobs in Lisbon ."] * 40
+    before = tagger._tuner.calls
+    list(ner_nlp.pipe(texts, batch_size=40))
+    assert tagger._tuner.calls == before + 1 and tagger._tuner.cost  # 600 tokens: timed and recorded
+    assert torch.get_num_threads() in tagger._tuner.choices

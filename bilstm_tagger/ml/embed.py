@@ -242,7 +242,9 @@ class _VectorsCache:
     def get(self, data, device: torch.device) -> torch.Tensor:
         key = (id(data), data.shape, str(device))
         if key != self.key:
-            self.tensor = xp2torch(np.ascontiguousarray(data, dtype=np.float32), device=device)
+            # spaCy keeps the table in numpy, or in cupy after require_gpu(); both convert without a copy on their device.
+            array = np.ascontiguousarray(data, dtype=np.float32) if isinstance(data, np.ndarray) else data
+            self.tensor = xp2torch(array, device=device)
             self.key = key
         return self.tensor
 

@@ -60,9 +60,17 @@ def _deserialize(_old: Any, data: bytes, device: torch.device) -> nn.Module:
     return module_from_bytes(data, device)
 
 
+class TorchShim(PyTorchShim):
+    """thinc's PyTorchShim, for a module that may not be built yet when spaCy moves the model."""
+
+    def to_device(self, device_type: str, device_id: int) -> None:
+        if self._model is not None:  # an unbuilt module is created on thinc's current device later
+            super().to_device(device_type, device_id)
+
+
 def make_shim(module: Optional[nn.Module] = None) -> PyTorchShim:
     # Module-level (de)serializers, so the shim pickles for nlp.pipe(n_process=N).
-    return PyTorchShim(module, serialize_model=_serialize, deserialize_model=_deserialize)
+    return TorchShim(module, serialize_model=_serialize, deserialize_model=_deserialize)
 
 
 def get_module(model: Model) -> nn.Module:

@@ -29,7 +29,7 @@ from thinc.api import Config, Model
 from ..errors import ConfigError, ModelLoadError, WeightsError
 from ..ml import TaggerLoss, check_vectors, is_initialized, load_tagger_bytes, set_transition_constraints
 from .tasks import TASKS, Task, get_task
-from .threads import configure_torch_threads
+from .threads import ThreadTuner, make_tuner
 
 WEIGHTS_FILE = "model"
 CFG_FILE = "cfg"
@@ -87,6 +87,7 @@ class BiLSTMTagger(TrainablePipe):
         }
         self._tag_index: Optional[Dict[str, int]] = None
         self._threads_set_in: Optional[int] = None
+        self._tuner: Optional[ThreadTuner] = None
         self._configure_threads()
 
     # ---- labels -------------------------------------------------------------
@@ -164,8 +165,13 @@ class BiLSTMTagger(TrainablePipe):
     def _configure_threads(self) -> None:
         # Once per process: nlp.pipe(n_process=N) workers get a pickled copy, not a fresh __init__.
         if self._threads_set_in != os.getpid():
-            configure_torch_threads(self.cfg["torch_threads"])
+            self._tuner = make_tuner(self.cfg["torch_threads"])
             self._threads_set_in = os.getpid()
+
+    def _timed(self, n_tokens: int, fn: Callable):
+        """Run `fn` under the thread count the tuner picks (or the fixed one)."""
+        self._configure_threads()
+        return fn() if self._tuner is None else self._tuner.run(n_tokens, fn)
 
     # ---- inference ----------------------------------------------------------
     def predict(self, docs: Iterable[Doc]) -> List[np.ndarray]:
@@ -174,11 +180,11 @@ class BiLSTMTagger(TrainablePipe):
         docs (Iterable[Doc]): the docs to tag.
         RETURNS (List[np.ndarray]): int64 tag ids, indices into `self.tags`.
         """
-        self._configure_threads()
         docs = list(docs)
-        if not any(len(doc) for doc in docs):
+        n_tokens = sum(len(doc) for doc in docs)
+        if not n_tokens:
             return [np.zeros(len(doc), dtype=np.int64) for doc in docs]
-        return [self.model.ops.to_numpy(ids) for ids in self.model.predict(docs)]
+        return [self.model.ops.to_numpy(ids) for ids in self._timed(n_tokens, lambda: self.model.predict(docs))]
 
     def set_annotations(self, docs: Iterable[Doc], tag_ids: List[np.ndarray]) -> None:
         """Write the predicted tags to the docs, as the task says (doc.ents, doc.spans, token.tag_, token.pos_).
@@ -191,6 +197,18 @@ class BiLSTMTagger(TrainablePipe):
             self.task.set_annotations(doc, [tags[i] for i in ids])
 
     # ---- training -----------------------------------------------------------
+    def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        """One training step (TrainablePipe.update), under the tuned thread count.
+
+        examples (Iterable[Example]): the batch.
+        drop (float): the dropout rate.
+        sgd (Optimizer): thinc's optimizer; None accumulates gradients only.
+        losses (Dict[str, float]): the running losses, updated in place.
+        """
+        examples = list(examples)
+        n_tokens = sum(len(eg.predicted) for eg in examples)
+        return self._timed(n_tokens, lambda: super(BiLSTMTagger, self).update(examples, drop=drop, sgd=sgd, losses=losses))
+
     def get_loss(self, examples: Iterable[Example], scores: List) -> tuple:
         """The per-token loss and its gradient with respect to the model's scores.
 

@@ -1,0 +1,105 @@
+"""Thread policies on an idle and on a busy machine: words/s of our tagger vs spaCy's `ner`.
+
+    python -m benchmarks.threads --dataset ../shared/datasets/conll2003
+
+Each policy runs in a fresh process (OpenMP reads its wait policy when torch
+loads), which builds two pipelines with the same tokens: configs/ner.cfg
+(untrained weights tag exactly as fast as trained ones) and spaCy's
+`init config -p ner -o efficiency`, both initialized on 500 train sentences.
+They tag the test split with nlp.pipe, interleaved A B A B, median of 3.
+"Busy" runs one CPU-bound process on the side for the whole measurement.
+The ratio (ours / spaCy, same process, same moment) is what to compare.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results" / "threads.json"
+
+# name -> (torch_threads setting of the component, extra environment)
+POLICIES = {
+    "1 thread": (1, {}),
+    "2 threads": (2, {}),
+    "2 threads, OMP_WAIT_POLICY=PASSIVE": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "default (torch_threads = 0)": (0, {}),
+}
+
+
+def child(dataset: str, torch_threads: int, repeats: int) -> dict:
+    import spacy
+    from spacy.cli.init_config import init_config
+    from spacy.training.initialize import init_nlp
+    from spacy.util import load_config
+
+    from bilstm_tagger.data.readers import create_hf_reader
+
+    overrides = {"paths.dataset": dataset, "corpora.train.limit": 500, "corpora.dev.limit": 10,
+                 "components.bilstm_tagger.torch_threads": torch_threads}
+    ours = init_nlp(load_config(REPO / "configs" / "ner.cfg", overrides=overrides, interpolate=False))
+    config = init_config(lang="en", pipeline=["ner"], optimize="efficiency", gpu=False, pretraining=False, silent=True)
+    config["corpora"]["train"] = config["corpora"]["dev"] = {
+        "@readers": "bilstm_tagger.HFDataset.v1", "path": dataset, "split": "train", "limit": 500,
+    }
+    peer = init_nlp(config)
+    words = [[t.text for t in eg.reference] for eg in create_hf_reader(dataset, split="test")(spacy.blank("en"))]
+    n_words = sum(map(len, words))
+    wps = {"ours": [], "spacy_ner": []}
+    for _ in range(repeats + 1):  # the first round warms up and is dropped
+        for name, nlp in (("ours", ours), ("spacy_ner", peer)):
+            docs = [spacy.tokens.Doc(nlp.vocab, words=w) for w in words]
+            start = time.perf_counter()
+            for _ in nlp.pipe(docs, batch_size=256):
+                pass
+            wps[name].append(n_words / (time.perf_counter() - start))
+    import torch
+
+    return {name: statistics.median(runs[1:]) for name, runs in wps.items()} | {"torch_threads_in_use": torch.get_num_threads()}
+
+
+def _spin() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.threads", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        print(json.dumps(child(args.dataset, args.child, args.repeats)))
+        return 0
+    rows = []
+    for load in ("idle", "one core busy"):
+        for name, (threads, env) in POLICIES.items():
+            spinner = _spin() if load != "idle" else None
+            try:
+                proc = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.threads", "--dataset", args.dataset, "--repeats", str(args.repeats), "--child", str(threads)],
+                    capture_output=True, text=True, cwd=str(REPO),
+                    env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", **env},
+                )
+            finally:
+                if spinner:
+                    spinner.kill()
+            if proc.returncode:
+                raise SystemExit(proc.stderr[-3000:])
+            result = json.loads(proc.stdout.strip().splitlines()[-1])
+            row = {"load": load, "policy": name, **result, "ratio": result["ours"] / result["spacy_ner"]}
+            rows.append(row)
+            print(f"{load:14s} {name:38s} ours {row['ours']:8,.0f}  spaCy ner {row['spacy_ner']:8,.0f} words/s  ratio {row['ratio']:.2f}", flush=True)
+    RESULTS.write_text(json.dumps({"command": f"python -m benchmarks.threads --dataset {args.dataset}", "cpus": os.cpu_count(),
+                                   "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
