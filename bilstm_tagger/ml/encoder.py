@@ -154,10 +154,10 @@ class TaggerEncoder(nn.Module):
         self.encoder = Encoder(cell, n_in, hidden_size, num_layers, proj_size, attention_heads, attention_layers)
         self.output = nn.Linear(self.encoder.width, n_tags)
 
-    def forward(self, x: torch.Tensor, index: torch.Tensor, lengths: np.ndarray, dropout: float) -> torch.Tensor:
-        """Scores for the rows `index` of `x`, read as sequences of `lengths`, in that same order."""
+    def forward(self, x: torch.Tensor, index: Optional[torch.Tensor], lengths: np.ndarray, dropout: float) -> torch.Tensor:
+        """Scores for the rows `index` of `x` (None: all rows), read as sequences of `lengths`, in that order."""
         packing = Packing(lengths, x.device)
-        flat = nn.functional.dropout(x[index], dropout, self.training)
+        flat = nn.functional.dropout(x if index is None else x[index], dropout, self.training)
         hidden = self.encoder(packing.pack(flat), packing, packing.mask(), dropout)
         if self.encoder.attention:
             hidden = packing.unpad(hidden)
@@ -186,7 +186,8 @@ def encoder_forward(model: Model, X: List[Floats2d], is_train: bool) -> Tuple[Li
 
     def score_all() -> torch.Tensor:
         if is_train:
-            return module(x, index(), _lengths(windows.segments), dropout)
+            # Whole docs in order are exactly the rows of x: no gather (and no scatter in backward).
+            return module(x, None if windows.take is None else index(), _lengths(windows.segments), dropout)
         # Inference: bounded chunks, each segment's rows put back at its place in segment order.
         seg_sizes = _lengths(windows.segments)
         seg_starts = np.concatenate([[0], np.cumsum(seg_sizes)])
