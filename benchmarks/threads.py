@@ -33,7 +33,7 @@ POLICIES = {
 }
 
 
-def child(dataset: str, torch_threads: int, repeats: int) -> dict:
+def child(dataset: str, torch_threads: int, repeats: int, limit: int = 0) -> dict:
     import spacy
     from spacy.cli.init_config import init_config
     from spacy.training.initialize import init_nlp
@@ -49,7 +49,7 @@ def child(dataset: str, torch_threads: int, repeats: int) -> dict:
         "@readers": "bilstm_tagger.HFDataset.v1", "path": dataset, "split": "train", "limit": 500,
     }
     peer = init_nlp(config)
-    words = [[t.text for t in eg.reference] for eg in create_hf_reader(dataset, split="test")(spacy.blank("en"))]
+    words = [[t.text for t in eg.reference] for eg in create_hf_reader(dataset, split="test", limit=limit)(spacy.blank("en"))]
     n_words = sum(map(len, words))
     wps = {"ours": [], "spacy_ner": []}
     for _ in range(repeats + 1):  # the first round warms up and is dropped
@@ -72,10 +72,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.threads", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=0, help="tag only the first N test sentences (0 = all)")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(child(args.dataset, args.child, args.repeats)))
+        print(json.dumps(child(args.dataset, args.child, args.repeats, args.limit)))
         return 0
     rows = []
     for load in ("idle", "one core busy"):
@@ -83,7 +84,7 @@ def main(argv=None) -> int:
             spinner = _spin() if load != "idle" else None
             try:
                 proc = subprocess.run(
-                    [sys.executable, "-m", "benchmarks.threads", "--dataset", args.dataset, "--repeats", str(args.repeats), "--child", str(threads)],
+                    [sys.executable, "-m", "benchmarks.threads", "--dataset", args.dataset, "--repeats", str(args.repeats), "--limit", str(args.limit), "--child", str(threads)],
                     capture_output=True, text=True, cwd=str(REPO),
                     env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", **env},
                 )
@@ -96,6 +97,8 @@ def main(argv=None) -> int:
             row = {"load": load, "policy": name, **result, "ratio": result["ours"] / result["spacy_ner"]}
             rows.append(row)
             print(f"{load:14s} {name:38s} ours {row['ours']:8,.0f}  spaCy ner {row['spacy_ner']:8,.0f} words/s  ratio {row['ratio']:.2f}", flush=True)
+    if args.limit:
+        return 0  # a smoke run: nothing to record
     RESULTS.write_text(json.dumps({"command": f"python -m benchmarks.threads --dataset {args.dataset}", "cpus": os.cpu_count(),
                                    "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
     return 0
