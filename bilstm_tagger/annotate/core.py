@@ -221,6 +221,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     with open(tmp, "w", encoding="utf8") as handle:
         for row in rows:
