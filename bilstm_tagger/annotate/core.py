@@ -259,16 +259,17 @@ class WorkerStats:
 
     def __init__(self, engine: str):
         self.dir = os.environ.get(STATS_DIR_ENV)
-        self.data = {"engine": engine, "pid": os.getpid(), "age_at_init_s": process_age_seconds(), "docs": 0, "words": 0}
+        self.data = {"engine": engine, "pid": os.getpid(), "age_at_init_s": process_age_seconds(), "docs": 0, "words": 0, "busy_s": 0.0}
         self.t0 = time.perf_counter()
 
     def loaded(self, import_s: float, load_s: float) -> None:
         self.data.update(import_s=import_s, load_s=load_s)
         self.save()
 
-    def add(self, docs: int, words: int) -> None:
+    def add(self, docs: int, words: int, seconds: float = 0.0) -> None:
         self.data["docs"] += docs
         self.data["words"] += words
+        self.data["busy_s"] += seconds
         self.save()
 
     def save(self) -> None:

@@ -69,6 +69,7 @@ def process_shard(task) -> dict:
     if _WORKER.get("error"):
         raise AnnotateError(_WORKER["error"])
     nlp, stats = _WORKER["nlp"], _WORKER["stats"]
+    started = time.perf_counter()
     out = Path(out)
     tagged, errors = tag(nlp, items, batch_size)
     if errors:
@@ -95,7 +96,7 @@ def process_shard(task) -> dict:
     commit(tmp, final)
     _WORKER["committed"] += 1
     words = sum(len(doc) for _, doc in tagged)
-    stats.add(len(tagged), words)
+    stats.add(len(tagged), words, time.perf_counter() - started)
     return {"index": index, "rows": len(tagged), "errors": len(errors), "words": words}
 
 

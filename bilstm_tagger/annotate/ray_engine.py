@@ -52,6 +52,7 @@ class RayAnnotator:
         else:
             ids = [None if v is None else str(v) for v in batch.column(self.id_column).to_pylist()]
             values = batch.column(self.column).to_pylist()
+        started = time.perf_counter()
         items = [(row_id, check_value(value, self.kind)) for row_id, value in zip(ids, values)]
         self._maybe_die()
         tagged, errors = tag(self.nlp, items, self.batch_size)
@@ -59,8 +60,9 @@ class RayAnnotator:
             digest = hashlib.sha1("\n".join(map(str, ids)).encode("utf8")).hexdigest()[:20]
             self.errors_dir.mkdir(parents=True, exist_ok=True)
             write_jsonl_atomic(self.errors_dir / f"ray-{digest}.jsonl", errors)
-        self.stats.add(len(tagged), sum(len(doc) for _, doc in tagged))
-        return pa.Table.from_pylist([doc_row(i, d, self.keep_text) for i, d in tagged], schema=self.schema)
+        table = pa.Table.from_pylist([doc_row(i, d, self.keep_text) for i, d in tagged], schema=self.schema)
+        self.stats.add(len(tagged), sum(len(doc) for _, doc in tagged), time.perf_counter() - started)
+        return table
 
     @staticmethod
     def _maybe_die() -> None:
