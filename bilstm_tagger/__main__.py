@@ -2,4 +2,6 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+# The guard lets spawn/forkserver worker processes import this module without rerunning the CLI.
+if __name__ == "__main__":
+    sys.exit(main())

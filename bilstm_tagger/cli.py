@@ -1,12 +1,13 @@
 """Command line: `python -m bilstm_tagger COMMAND ...` (also installed as `bilstm-tagger`).
 
-Commands: train, evaluate, convert, vectors (each has --help). Heavy imports
-(torch, spaCy, datasets) happen inside the commands, so --help is instant.
+Commands: train, evaluate, convert, vectors, annotate (each has --help). Heavy
+imports (torch, spaCy, datasets) happen inside the commands, so --help is instant.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -85,9 +86,11 @@ def evaluate(args: argparse.Namespace) -> int:
     docs = list(_progress(nlp.pipe((eg.predicted for eg in gold), batch_size=args.batch_size), len(gold), "tagging"))
     seconds = time.perf_counter() - start
     examples = [Example(doc, eg.reference) for doc, eg in zip(docs, gold)]
-    scores = tagger.score(examples)
+    # --mode/--scheme override the pipeline's scorer settings only when given.
+    scores = tagger.score(examples, **{k: v for k, v in (("mode", args.mode), ("scheme", args.scheme)) if v})
     if isinstance(task, SpanTask):
-        y_true, y_pred = tag_sequences(examples, task.spans)
+        # Strict mode reads the tags in the scheme it is given, so build the sequences in that scheme.
+        y_true, y_pred = tag_sequences(examples, task.spans, args.scheme or "IOB2")
         print(seqeval_report(y_true, y_pred, args.mode, args.scheme or "IOB2", as_dict=False))
     else:
         print(f"{target} accuracy: {scores[task.score_prefix]:.4f}")
@@ -209,10 +212,25 @@ def build_parser() -> argparse.ArgumentParser:
     vc.add_argument("--attr", default="LOWER", choices=["ORTH", "LOWER", "NORM"], help="token attribute the vectors are keyed by")
     vc.add_argument("--limit", type=int, default=0, help="keep the first N rows only (0 = all)")
     vc.set_defaults(func=vectors)
+
+    from .annotate import add_parser as add_annotate
+
+    add_annotate(commands)
     return parser
 
 
+def _passive_openmp() -> None:
+    """Idle OpenMP threads sleep instead of spinning, unless the user chose otherwise.
+
+    libgomp reads this once, when torch loads, which is why it is set here, before
+    any command imports torch. Spinning threads make two threads slower than one
+    as soon as another process holds a core (see benchmarks/README.md, "Threads").
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    _passive_openmp()
     args, extra = build_parser().parse_known_args(argv)
     overrides = {}
     if extra:

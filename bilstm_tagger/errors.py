@@ -19,3 +19,7 @@ class TagError(ValueError):
 
 class ConfigError(ValueError):
     """Settings that cannot work together, caught before any data is loaded."""
+
+
+class AnnotateError(ValueError):
+    """A fatal problem with annotate's arguments, input or output directory (one `error:` line)."""

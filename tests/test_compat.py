@@ -3,11 +3,13 @@ import json
 
 import pytest
 import spacy
-from spacy.tokens import Doc
+
+from bilstm_tagger.ml.weights import looks_like_safetensors
 
 from .conftest import REPO
 
 LEGACY = REPO / "tests" / "data" / "legacy_0_1"
+ONE_THREAD = {"components": {"bilstm_tagger": {"torch_threads": 1}}}  # exact equality needs fixed threads
 
 
 def predictions(nlp, expected):
@@ -19,15 +21,16 @@ def predictions(nlp, expected):
 @pytest.mark.parametrize("name", ["ner_crf", "tag_softmax"])
 def test_a_release_0_1_pipeline_predicts_identically(name, tmp_path):
     expected = json.loads((LEGACY / f"{name}.expected.json").read_text())
-    nlp = spacy.load(LEGACY / name)
+    nlp = spacy.load(LEGACY / name, config=ONE_THREAD)
     ents, tags = predictions(nlp, expected)
     assert sum(map(len, expected["ents"] if name == "ner_crf" else expected["tags"])) > 100
     assert ents == expected["ents"]
     assert tags == expected["tags"]
     # Saved again, it is in today's format and still predicts the same.
     nlp.to_disk(tmp_path / "resaved")
-    assert (tmp_path / "resaved" / "bilstm_tagger" / "model").read_bytes()[:1] != (LEGACY / name / "bilstm_tagger" / "model").read_bytes()[:1]
-    again = spacy.load(tmp_path / "resaved")
+    assert looks_like_safetensors((LEGACY / name / "bilstm_tagger" / "model").read_bytes())
+    assert not looks_like_safetensors((tmp_path / "resaved" / "bilstm_tagger" / "model").read_bytes())
+    again = spacy.load(tmp_path / "resaved", config=ONE_THREAD)
     assert predictions(again, expected) == (ents, tags)
 
 
@@ -41,3 +44,23 @@ def test_a_release_0_1_file_with_other_sizes_is_refused_by_name(tmp_path):
     (tmp_path / "m" / "config.cfg").write_text(config.replace("hidden_size = 16", "hidden_size = 24"))
     with pytest.raises(ModelLoadError, match="hidden_size: saved 16, config 24"):
         spacy.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("scheme", ["BILOU", "IOB2"])
+def test_transition_constraints_are_restored_after_loading(scheme, sample_examples, tmp_path):
+    """They are derived from the tag names, not saved, so loading must set them again."""
+    import numpy as np
+
+    from bilstm_tagger.ml.shim import get_module
+    from bilstm_tagger.tags import transition_constraints
+
+    from .conftest import TINY_MODEL, train_pipeline
+
+    nlp = train_pipeline({"model": TINY_MODEL, "scheme": scheme}, sample_examples["train"][:20], steps=2)
+    nlp.to_disk(tmp_path / "m")
+    tagger = spacy.load(tmp_path / "m").get_pipe("bilstm_tagger")
+    crf = get_module(tagger.model.get_ref("decoder"))
+    start, trans, end = transition_constraints(tagger.tags, scheme)
+    assert not trans.all()
+    assert np.array_equal(crf.allowed_trans.numpy(), trans)
+    assert np.array_equal(crf.allowed_start.numpy(), start) and np.array_equal(crf.allowed_end.numpy(), end)

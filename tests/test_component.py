@@ -60,7 +60,9 @@ def test_long_docs_are_cut_into_overlapping_windows(n):
     starts = window_starts(n, window)
     assert long_segments == [(int(s), int(s) + window) for s in starts]
     assert starts[0] == 0 and starts[-1] == n - window
-    assert all(0 < b - a <= window - window // 4 for a, b in zip(starts, starts[1:]))  # neighbours overlap
+    stride = window - window // 4  # neighbours share window // 4 tokens; the last window ends at the doc's end
+    assert (np.diff(starts)[:-1] == stride).all() and 0 < starts[-1] - starts[-2] <= stride
+    assert len(starts) == -(-(n - window) // stride) + 1
     # Each doc token is read back from exactly one window row, in doc order ...
     offsets = np.array([0, 3, 3 + n, 3 + n, 8 + n])
     rows = plan.gather_index(offsets)

@@ -28,7 +28,7 @@ SMALL = [
 
 def run(*args, check=True):
     env = dict(os.environ)  # conftest turns the hub off when the data is local
-    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=str(REPO))
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=str(REPO), timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -104,6 +104,20 @@ def test_cli_evaluate_prints_a_seqeval_report(conll_model, tmp_path):
     assert result["scores"]["ents_f"] == pytest.approx(f1_score(y_true, y_pred))
     assert result["scores"]["ents_p"] == pytest.approx(precision_score(y_true, y_pred))
     assert result["scores"]["ents_r"] == pytest.approx(recall_score(y_true, y_pred))
+
+
+def test_cli_evaluate_strict_bilou_scores_well_formed_predictions_like_default_mode(conll_model, tmp_path):
+    model_dir, _ = conll_model
+    results = {}
+    for mode in ([], ["--mode", "strict", "--scheme", "BILOU"]):
+        out = tmp_path / f"eval{len(mode)}.json"
+        proc = run("-m", "bilstm_tagger", "evaluate", str(model_dir), str(conll_path()), "--split", "test", "--limit", "150", "--output", str(out), *mode)
+        micro = [line.split() for line in proc.stdout.splitlines() if line.strip().startswith("micro avg")][0]
+        results[len(mode)] = (float(micro[4]), json.loads(out.read_text())["scores"]["ents_f"])
+    # Spans decoded from tags are always well-formed, so strict BILOU and conlleval agree on them.
+    assert results[0][1] > 0.2
+    assert results[4][0] == pytest.approx(results[0][0], abs=1e-4)
+    assert results[4][1] == pytest.approx(results[0][1])
 
 
 def test_scorer_matches_a_hand_computed_case():

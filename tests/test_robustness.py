@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import spacy
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,7 +13,7 @@ from spacy.tokens import Doc
 
 from bilstm_tagger.pipeline.threads import configure_torch_threads
 
-from .conftest import MEASUREMENTS, REPO
+from .conftest import MEASUREMENTS, REPO, TINY_MODEL
 
 HOSTILE_TEXTS = [
     "",
@@ -200,12 +201,21 @@ def test_thread_tuner_keeps_the_faster_count_and_keeps_checking():
     assert tuner.best() == 2
 
 
-def test_the_pipe_runs_under_the_tuned_thread_count(ner_nlp):
-    tagger = ner_nlp.get_pipe("bilstm_tagger")
-    if tagger._tuner is None:
+def test_the_pipe_runs_under_the_tuned_thread_count(sample_examples):
+    from bilstm_tagger.pipeline.threads import available_cores
+
+    if available_cores() < 2:
         pytest.skip("one core: nothing to tune")
-    texts = ["Mara Lindqvist said on Tuesday that Northwind Bank would cut 200 jobs in Lisbon ."] * 40
-    before = tagger._tuner.calls
-    list(ner_nlp.pipe(texts, batch_size=40))
-    assert tagger._tuner.calls == before + 1 and tagger._tuner.cost  # 600 tokens: timed and recorded
-    assert torch.get_num_threads() in tagger._tuner.choices
+    torch.set_num_threads(1)  # an earlier tuner may have left this; a new pipe must still tune
+    nlp = spacy.blank("en")
+    tagger = nlp.add_pipe("bilstm_tagger", config={"model": TINY_MODEL})
+    nlp.initialize(lambda: sample_examples["train"][:20])
+    assert tagger._tuner is not None and tagger._tuner.choices == [1, available_cores()]
+    text = "Mara Lindqvist said on Tuesday that Northwind Bank would cut 200 jobs in Lisbon ."
+    list(nlp.pipe([text] * 19, batch_size=19))  # 285 tokens: too few to time
+    assert tagger._tuner.cost == {}
+    seen = []
+    for _ in range(2):
+        list(nlp.pipe([text] * 20, batch_size=20))  # 300 tokens: timed, one count after the other
+        seen.append((torch.get_num_threads(), sorted(tagger._tuner.cost)))
+    assert seen == [(1, [1]), (available_cores(), [1, available_cores()])]

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import spacy
+from spacy.tokens import Doc
 
 from bilstm_tagger.data.vectors import build_vectors_pipeline
 from bilstm_tagger.errors import ModelLoadError
@@ -50,7 +51,14 @@ def test_training_with_vectors_uses_them_and_refuses_a_cased_table(tmp_path):
     embed = nlp.get_pipe("bilstm_tagger").model.get_ref("embed")
     assert embed.attrs["vectors_attr"] == "LOWER" and embed.attrs["spec"]["vectors_width"] == 6
     nlp.to_disk(tmp_path / "model")
-    assert spacy.load(tmp_path / "model").get_pipe("bilstm_tagger").model.get_ref("embed").attrs["vectors_attr"] == "LOWER"
+    reloaded = spacy.load(tmp_path / "model")
+    embed = reloaded.get_pipe("bilstm_tagger").model.get_ref("embed")
+    assert embed.attrs["vectors_attr"] == "LOWER"
+    # What the embedder really feeds the BiLSTM: "Lisbon" gets the row of "lisbon", an unknown word zeros.
+    out = embed.predict([Doc(reloaded.vocab, words=["Lisbon", "zzz"])])[0]
+    lisbon = reloaded.vocab.vectors[reloaded.vocab.strings["lisbon"]]
+    assert np.allclose(out[0, -6:], lisbon) and np.abs(lisbon).sum() > 0
+    assert (out[1, -6:] == 0).all()
     # The same model directory with a cased (ORTH-keyed) table of the same width is refused.
     build_vectors_pipeline(str(glove_file(tmp_path / "G.txt", WORDS, upper=True)), str(tmp_path / "cased"), attr="ORTH")
     cased = spacy.load(tmp_path / "cased")

@@ -10,6 +10,8 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
+from ..errors import AnnotateError
+
 # Set by tests only: kill this process (SIGKILL) just before the temp file of the N+1-th shard it
 # writes is renamed into place, i.e. after N shards are committed and halfway through the next.
 KILL_HOOK_ENV = "BILSTM_TAGGER_ANNOTATE_TEST_KILL_AFTER"
@@ -35,10 +37,6 @@ def output_schema(keep_text: bool) -> pa.Schema:
         fields.append(("text", pa.string()))
     fields += [("n_tokens", pa.int32()), ("entities", pa.list_(ENTITY_TYPE))]
     return pa.schema(fields)
-
-
-class AnnotateError(ValueError):
-    """A fatal problem with the arguments, the input or the output directory (one `error:` line)."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ column or row fails before training starts; Examples are then built lazily.
 from __future__ import annotations
 
 import random
+import re
 import warnings
 from collections import Counter
 from contextlib import contextmanager
@@ -43,6 +44,9 @@ def load_hf_dict(path: str, name: Optional[str] = None, revision: Optional[str] 
         with _keep_global_rng():
             dataset_dict = datasets.load_dataset(path, name, revision=revision)
     except Exception as err:  # datasets raises many types here; all mean "cannot load"
+        empty = re.search(r'Instruction "([^"]+)" corresponds to no data', str(err))
+        if empty:  # datasets refuses every split of a dict in which one split is empty
+            raise DatasetError(f"dataset {path!r}, split {empty.group(1)!r} is empty") from None
         raise DatasetError(f"could not load dataset {path!r}" + (f" (config {name!r})" if name else "") + f": {err}") from None
     if not isinstance(dataset_dict, datasets.DatasetDict):
         dataset_dict = datasets.DatasetDict({"train": dataset_dict})

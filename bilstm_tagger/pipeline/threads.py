@@ -84,7 +84,8 @@ def make_tuner(requested: int) -> Optional[ThreadTuner]:
     if in_worker_process():
         torch.set_num_threads(1)
         return None
-    cores = min(available_cores(), torch.get_num_threads())
+    # Not torch.get_num_threads(): an earlier tuner in this process may have set it to 1.
+    cores = available_cores()
     return ThreadTuner([1, cores]) if cores > 1 else None
 
 
