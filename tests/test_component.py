@@ -259,3 +259,19 @@ def test_component_imports_no_torch():
         imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         assert "torch" not in imported
         assert "shims" not in Path(module.__file__).read_text()
+
+
+def test_a_long_doc_runs_in_chunks_under_the_token_bound(sample_examples):
+    from bilstm_tagger.ml.shim import get_module
+
+    nlp = train_pipeline({"model": tiny_model(window=64, max_batch_tokens=256), "torch_threads": 1}, sample_examples["train"][:20], steps=2)
+    encoder = get_module(nlp.get_pipe("bilstm_tagger").model.get_ref("encoder"))
+    padded_sizes = []
+    hook = encoder.register_forward_pre_hook(lambda module, args: padded_sizes.append(len(args[2]) * max(args[2])))
+    try:
+        doc = nlp(" ".join(["Mara Lindqvist visited Lisbon ."] * 1000))  # 5,000 tokens
+    finally:
+        hook.remove()
+    assert len(doc) == 5000
+    windows = len(window_starts(5000, 64))
+    assert len(padded_sizes) == -(-windows // (256 // 64)) and max(padded_sizes) <= 256
