@@ -275,3 +275,23 @@ def test_a_long_doc_runs_in_chunks_under_the_token_bound(sample_examples):
     assert len(doc) == 5000
     windows = len(window_starts(5000, 64))
     assert len(padded_sizes) == -(-windows // (256 // 64)) and max(padded_sizes) <= 256
+
+
+SPACY_TOK2VEC = {
+    "@architectures": "spacy.Tok2Vec.v2",
+    "embed": {
+        "@architectures": "spacy.MultiHashEmbed.v2", "width": 64, "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+        "rows": [2000, 500, 500, 200], "include_static_vectors": False,
+    },
+    "encode": {"@architectures": "spacy.MaxoutWindowEncoder.v2", "width": 64, "depth": 2, "window_size": 1, "maxout_pieces": 3},
+}
+
+
+def test_spacy_tok2vec_in_the_embed_slot_overfits_and_round_trips(sample_examples, tmp_path):
+    train = list(sample_examples["train"][:4])
+    model = {**TINY_MODEL, **OVERFIT_SETTINGS, "embed": SPACY_TOK2VEC}
+    nlp = train_pipeline({"model": model, "torch_threads": 1}, train, steps=80)
+    assert [ents(d) for d in nlp.pipe(words_of(nlp, train))] == gold_ents(train)
+    nlp.to_disk(tmp_path / "m")
+    nlp2 = spacy.load(tmp_path / "m")
+    assert [ents(d) for d in nlp2.pipe(words_of(nlp2, train))] == gold_ents(train)

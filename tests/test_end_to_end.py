@@ -271,3 +271,21 @@ def test_every_config_initializes_and_trains_a_step(config_name):
     scores = nlp.evaluate(list(dev_corpus(nlp)))
     expected = {"pos.cfg": ["tag_acc"], "spans.cfg": ["spans_sc_f"], "ner_shared_tok2vec.cfg": ["ents_f", "tag_acc"]}
     assert all(key in scores for key in expected.get(config_name, ["ents_f"])), scores
+
+
+def test_a_shared_tok2vec_pipeline_trains_saves_and_loads_in_a_fresh_process(tmp_path):
+    out = tmp_path / "shared"
+    run(
+        "-m", "spacy", "train", "configs/ner_shared_tok2vec.cfg", "--output", str(out), f"--paths.dataset={conll_path()}",
+        "--corpora.train.limit=200", "--corpora.dev.limit=50", "--training.max_steps=40", "--training.eval_frequency=20",
+        "--components.bilstm_tagger.model.hidden_size=32", "--components.bilstm_tagger.torch_threads=1",
+    )
+    code = (
+        "import json, spacy; nlp = spacy.load(%r); doc = nlp('EU rejects German call to boycott British lamb .');"
+        "print(json.dumps([nlp.pipe_names, [t.tag_ for t in doc], [str(n.__class__.__name__) for n in nlp.get_pipe('bilstm_tagger').model.walk()]]))"
+        % str(out / "model-last")
+    )
+    names, tags, nodes = json.loads(run("-c", code).stdout.strip().splitlines()[-1])
+    assert names == ["tok2vec", "bilstm_tagger", "tagger"]
+    assert len(tags) == 9 and all(tags)  # spaCy's tagger, fed by the same tok2vec, tagged every token
+    assert "Tok2VecListener" in nodes  # our tagger reads the shared tok2vec through a listener
