@@ -373,3 +373,17 @@ def test_explain_report_in_chromium(explained, tmp_path):
     shot = tmp_path / "shot.png"
     _chromium(f"--screenshot={shot}", "--window-size=1280,1600", (root / "report.html").as_uri(), tmp_path=tmp_path)
     _assert_non_trivial(_decode_png(shot.read_bytes()))
+
+
+def test_confidence_equals_introspect_span_marginals():
+    """The getter's numpy forward pass is `introspect.span_marginals`, the documented definition."""
+    from bilstm_tagger.introspect import scale_scores, span_marginals
+
+    for seed, scheme in enumerate(["BILOU", "IOB2", "BILOU"]):
+        record = random_record(scheme, True, 9, seed, temperature=1.7)
+        spans = [(s, e, label) for s in range(9) for e in range(s + 1, min(s + 4, 9) + 1) for label in ("PER", "LOC")]
+        em, st, tr, en = scale_scores(*(torch.as_tensor(np.asarray(record[k], dtype=np.float64))
+                                        for k in ("emissions", "start", "transitions", "end")), 1.7)
+        reference = span_marginals(em[None], torch.ones(1, 9, dtype=torch.bool), st, tr, en,
+                                   [(0, s, e, label) for s, e, label in spans], list(record["tags"]), scheme)
+        np.testing.assert_allclose(spans_probability(record, spans), reference.numpy(), rtol=1e-9, atol=1e-12)
