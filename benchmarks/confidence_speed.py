@@ -1,7 +1,13 @@
 """Tagging speed as a ratio to spaCy's `ner` in the same process, to check that filing the scores
 for `Span._.confidence` leaves inference speed unchanged (and what reading the confidences costs).
 
-    PYTHONPATH=<checkout> python -m benchmarks.confidence_speed --dataset ../shared/datasets/conll2003
+    python -m benchmarks.confidence_speed --dataset ../shared/datasets/conll2003
+
+For another checkout (say the base commit), import the package from there and this file by path
+(running it as `python benchmarks/confidence_speed.py` would let benchmarks/profile.py shadow the
+standard library's `profile`):
+
+    PYTHONPATH=<checkout> python -c "import runpy, sys; sys.argv = ['x', '--dataset', '../shared/datasets/conll2003']; runpy.run_path('benchmarks/confidence_speed.py', run_name='__main__')"
 
 Same set-up as `benchmarks/threads.py`'s child: configs/ner.cfg (untrained weights tag as fast as
 trained ones) and spaCy's `init config -p ner -o efficiency`, both initialized on 500 train

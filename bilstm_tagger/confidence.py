@@ -175,6 +175,8 @@ def span_confidence(span: Span) -> Optional[float]:
     (temperature-scaled when the model stores a temperature); None if no component predicted it."""
     key = (span.start, span.end, span.label_)
     for record in get_records(span.doc).values():
+        if len(record["emissions"]) != len(span.doc):
+            continue  # the doc was retokenized after tagging: the scores no longer line up
         spans, values = record_confidences(record)
         found = _lookup(spans, values, key)
         if found is None and "alternatives" in record:

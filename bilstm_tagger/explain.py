@@ -50,6 +50,11 @@ def _token_tags(pipe, docs: Sequence, references: Optional[Sequence]) -> List[st
     return tags
 
 
+def _temperature_note(pipe) -> str:
+    temperature = pipe.cfg.get("temperature")
+    return f"{temperature:.4f} (confidences are temperature-scaled)" if temperature else "none (T = 1)"
+
+
 def _transition_table(pipe) -> Optional[TransitionTable]:
     crf = crf_transitions(pipe)
     if crf is None:
@@ -84,7 +89,7 @@ def explain_docs(nlp, docs: Sequence, references: Optional[Sequence] = None, tit
         gate_saturation=[GateSaturation(r["layer"], r["direction"], r["gate"], r["low"], r["high"]) for r in saturation],
         attention=attention,
         transitions=_transition_table(pipe),
-        meta={"component": name, "cell": internals.cell, "temperature": str(pipe.cfg.get("temperature") or "none (1.0)"), **(meta or {})},
+        meta={"component": name, "cell": internals.cell, "temperature": _temperature_note(pipe), **(meta or {})},
     )
     if references is not None:
         result = calibration(nlp, name, docs, references)

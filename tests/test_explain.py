@@ -387,3 +387,11 @@ def test_confidence_equals_introspect_span_marginals():
         reference = span_marginals(em[None], torch.ones(1, 9, dtype=torch.bool), st, tr, en,
                                    [(0, s, e, label) for s, e, label in spans], list(record["tags"]), scheme)
         np.testing.assert_allclose(spans_probability(record, spans), reference.numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_retokenized_doc_gives_no_stale_confidence(ner_nlp):
+    doc = ner_nlp("Mara Lindqvist joined Northwind Bank in Lisbon .")
+    assert doc.ents and all(c is not None for c in confidences(doc))
+    with doc.retokenize() as retokenizer:
+        retokenizer.merge(doc[3:5])  # "Northwind Bank" becomes one token
+    assert all(c is None for c in confidences(doc))
