@@ -215,11 +215,11 @@ class BiLSTMTagger(TrainablePipe):
         scores = getattr(tag_ids, "scores", None)
         context = self._score_context() if scores is not None and isinstance(self.task, SpanTask) else None
         alt_key = self.cfg["alternatives_key"]
-        for i, (doc, ids) in enumerate(zip(docs, tag_ids)):
+        for n, (doc, ids) in enumerate(zip(docs, tag_ids)):
             self.task.set_annotations(doc, [tags[i] for i in ids])
             if context is None or not len(ids):
                 continue
-            record = make_record(context, ids, scores[i])
+            record = make_record(context, ids, scores[n])
             store_record(doc, self.name, record)
             if alt_key:
                 write_alternatives(doc, record, alt_key, self.cfg["alternatives_k"], self.cfg["alternatives_threshold"])
