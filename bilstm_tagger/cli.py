@@ -1,17 +1,19 @@
 """Command line: `python -m bilstm_tagger COMMAND ...` (also installed as `bilstm-tagger`).
 
-Commands: train, evaluate, convert, vectors, annotate (each has --help). Heavy
-imports (torch, spaCy, datasets) happen inside the commands, so --help is instant.
+Commands: train, evaluate, convert, vectors, annotate, explain, calibrate (each has
+--help). Heavy imports (torch, spaCy, datasets) happen inside the commands, so --help
+is instant.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from .errors import DatasetError, ModelLoadError
 
@@ -216,7 +218,52 @@ def build_parser() -> argparse.ArgumentParser:
     from .annotate import add_parser as add_annotate
 
     add_annotate(commands)
+
+    ex = commands.add_parser(
+        "explain",
+        help="write an HTML report of what the model does on some text or dataset docs",
+        description="One self-contained HTML file (and PNGs): entities with their confidence, the neurons that "
+        "track entities, gate saturation, attention per head, the CRF's transitions, the reliability diagram.",
+    )
+    ex.add_argument("model", help="a pipeline directory, e.g. training/ner/model-best")
+    source = ex.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", action="append", help="a text to explain (repeatable)")
+    source.add_argument("--dataset", help="Hugging Face hub id or local directory in hub layout")
+    ex.add_argument("--split", default="validation", help="split of --dataset")
+    ex.add_argument("--n", type=int, default=20, help="how many docs of the split")
+    ex.add_argument("--name", default=None, help="dataset config name")
+    ex.add_argument("--revision", default=None, help="dataset revision (hub datasets)")
+    ex.add_argument("--tokens-column", default="tokens", help="column holding the token lists")
+    ex.add_argument("--tags-column", default="ner_tags", help="column holding the tags")
+    ex.add_argument("--output", required=True, help="the HTML file to write")
+    ex.add_argument("--png-dir", default=None, help="also write every figure as a PNG here")
+    ex.add_argument("--top-k", type=int, default=3, help="neurons per criterion")
+    ex.set_defaults(func=_lazy("explain"))
+
+    ca = commands.add_parser(
+        "calibrate",
+        help="measure entity-confidence calibration (ECE) on a split, fit a temperature, save it with the model",
+        description="Reliability table and ECE of span._.confidence on a split; fits a temperature there and "
+        "saves it with the model (predictions do not change, confidences do).",
+    )
+    ca.add_argument("model", help="a pipeline directory, e.g. training/ner/model-best")
+    _add_dataset_args(ca)
+    ca.add_argument("--split", default="validation", help="the split to measure and fit the temperature on")
+    ca.add_argument("--test-split", default=None, help="also report ECE before/after on this held-out split")
+    ca.add_argument("--output", default=None, help="write the calibrated pipeline here (may be MODEL itself)")
+    ca.add_argument("--bins", type=int, default=10, help="reliability bins")
+    ca.add_argument("--batch-size", type=int, default=256, help="docs per nlp.pipe batch")
+    ca.set_defaults(func=_lazy("calibrate"))
     return parser
+
+
+def _lazy(module: str) -> Callable[[argparse.Namespace], int]:
+    """The `run` of a command module, imported when the command runs (it imports torch)."""
+
+    def run(args: argparse.Namespace) -> int:
+        return importlib.import_module(f"{__package__}.{module}").run(args)
+
+    return run
 
 
 def _passive_openmp() -> None:

@@ -203,9 +203,11 @@ def test_cli_evaluate_names_a_missing_split(conll_model):
 
 
 def test_every_command_has_help_that_lists_commands_and_defaults():
+    import re
+
     top = run("-m", "bilstm_tagger", "--help").stdout
-    for command in ("train", "evaluate", "convert", "vectors"):
-        assert f"\n    {command} " in top, top
+    for command in ("train", "evaluate", "convert", "vectors", "annotate", "explain", "calibrate"):
+        assert re.search(rf"^    {command}\b", top, re.M), top
         sub = run("-m", "bilstm_tagger", command, "--help").stdout
         assert "usage:" in sub
     assert "(default: test)" in run("-m", "bilstm_tagger", "evaluate", "--help").stdout

@@ -7,17 +7,22 @@
 - tagger.py: `bilstm_tagger.BiLSTMTagger.v2` (and v1), weight loading incl. release 0.1 files
 - shim.py, weights.py: torch modules rebuilt from their spec; safetensors files
 """
-from .decoder import TaggerLoss, set_transition_constraints
+from .decoder import Decoded, TaggerLoss, crf_allowed, crf_scores, set_transition_constraints
+from .encoder import encoder_parts
 from .embed import build_hash_char_embed, check_vectors
 from .tagger import build_bilstm_tagger, build_bilstm_tagger_v2, emission_scores, is_initialized, load_tagger_bytes
 
 __all__ = [
+    "Decoded",
     "TaggerLoss",
+    "crf_allowed",
+    "crf_scores",
     "build_bilstm_tagger",
     "build_bilstm_tagger_v2",
     "build_hash_char_embed",
     "check_vectors",
     "emission_scores",
+    "encoder_parts",
     "is_initialized",
     "load_tagger_bytes",
     "set_transition_constraints",

@@ -156,7 +156,16 @@ def _padded(scores: Sequence[Floats2d], device: torch.device) -> Tuple[torch.Ten
     return padded, mask.to(device)
 
 
-def decode(model: Model, scores: List[Floats2d]) -> List[Ints1d]:
+class Decoded(list):
+    """Best tag ids per doc (a plain list of Ints1d to every caller), with the emission scores they
+    were decoded from in `.scores`, so confidences can be computed later without a second pass."""
+
+    def __init__(self, ids: List[Ints1d], scores: List[Floats2d]) -> None:
+        super().__init__(ids)
+        self.scores = scores
+
+
+def decode(model: Model, scores: List[Floats2d]) -> Decoded:
     """Best tag ids per doc (Viterbi for the CRF, argmax for softmax), in length-sorted bounded chunks."""
     module = get_module(model)
     device = module_device(module)
@@ -169,7 +178,7 @@ def decode(model: Model, scores: List[Floats2d]) -> List[Ints1d]:
             best = module.decode(emissions, mask).cpu().numpy()
             for row, i in enumerate(ids):
                 result[i] = best[row, : len(scores[i])]
-    return result
+    return Decoded(result, scores)
 
 
 def decoder_forward(model: Model, scores: List[Floats2d], is_train: bool):
@@ -200,6 +209,27 @@ def build_decoder(crf: bool, max_batch_tokens: int, nO: Optional[int] = None) ->
 def set_transition_constraints(model: Model, start: np.ndarray, trans: np.ndarray, end: np.ndarray) -> None:
     """Allowed first tags, tag bigrams and last tags (derived from the tag names, so never saved)."""
     get_module(model).set_constraints(start, trans, end)
+
+
+def crf_scores(model: Model, impossible: Optional[float] = _IMPOSSIBLE) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The CRF's learned (start, transitions[from, to], end) scores as float32 numpy arrays, with
+    every move the tag scheme forbids set to `impossible` (-1e4 by default: finite, so it survives
+    msgpack and JSON, and exp(-1e4) is 0); `impossible=None` gives the raw learned scores.
+    None for a softmax decoder, which has no transition scores."""
+    module = get_module(model)
+    if not isinstance(module, CRFDecoder):
+        return None
+    with torch.no_grad():
+        scores = module._scores(impossible) if impossible is not None else (module.start, module.transitions, module.end)
+        return tuple(x.detach().float().cpu().numpy().copy() for x in scores)  # type: ignore[return-value]
+
+
+def crf_allowed(model: Model) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Which first tags, moves [from, to] and last tags the scheme allows (bool arrays); None for softmax."""
+    module = get_module(model)
+    if not isinstance(module, CRFDecoder):
+        return None
+    return tuple(x.detach().cpu().numpy().copy() for x in (module.allowed_start, module.allowed_trans, module.allowed_end))  # type: ignore[return-value]
 
 
 class TaggerLoss(Loss):

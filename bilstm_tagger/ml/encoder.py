@@ -165,6 +165,13 @@ class TaggerEncoder(nn.Module):
         return scores[packing.unpack_index]
 
 
+def encoder_parts(model: Model) -> Tuple[nn.RNNBase, List[SelfAttentionBlock]]:
+    """The encoder layer's fused nn.LSTM/nn.GRU and its self-attention blocks (in order, each fed
+    the previous one's output, the first fed the BiRNN's), for introspection."""
+    encoder = get_module(model).encoder
+    return encoder.rnn.rnn, list(encoder.attention)
+
+
 def _lengths(chunk) -> np.ndarray:
     return np.asarray([e - s for _, s, e in chunk], dtype=np.int64)
 

@@ -26,13 +26,16 @@ from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import from_bytes, from_disk, to_bytes, to_disk
 from thinc.api import Config, Model
 
+from ..confidence import ScoreContext, make_record, register_extensions, store_record, write_alternatives
 from ..errors import ConfigError, ModelLoadError, WeightsError
-from ..ml import TaggerLoss, check_vectors, is_initialized, load_tagger_bytes, set_transition_constraints
-from .tasks import TASKS, Task, get_task
+from ..ml import Decoded, TaggerLoss, check_vectors, crf_scores, is_initialized, load_tagger_bytes, set_transition_constraints
+from .tasks import TASKS, SpanTask, Task, get_task
 from .threads import ThreadTuner, make_tuner
 
 WEIGHTS_FILE = "model"
 CFG_FILE = "cfg"
+# Settings that only change what inference writes: the config given at load time wins over the saved cfg.
+RUNTIME_SETTINGS = ("alternatives_key", "alternatives_k", "alternatives_threshold")
 
 DEFAULT_MODEL = Config().from_str(
     """
@@ -59,6 +62,9 @@ class BiLSTMTagger(TrainablePipe):
         spans_key: str = "sc",
         torch_threads: int = 0,
         scorer: Optional[Callable] = None,
+        alternatives_key: Optional[str] = None,
+        alternatives_k: int = 5,
+        alternatives_threshold: float = 0.05,
     ) -> None:
         """Create the pipe; a factory (`bilstm_tagger`, `bilstm_spans`, `bilstm_tags`, `bilstm_pos`) calls this.
 
@@ -68,12 +74,21 @@ class BiLSTMTagger(TrainablePipe):
         target (str): the task: "ents", "spans", "tag" or "pos".
         scheme (str): "BILOU" or "IOB2", the tags a span task predicts.
         spans_key (str): the doc.spans key of the "spans" task.
-        torch_threads (int): torch's intra-op threads; 0 keeps torch's default (1 in nlp.pipe workers).
+        torch_threads (int): torch's intra-op threads; 0 = measured, 1 or all cores, whichever tags faster
+            (always 1 in nlp.pipe(n_process=N) workers).
         scorer (Optional[Callable]): scores a list of Examples, e.g. bilstm_tagger.seqeval_scorer.v1.
+        alternatives_key (Optional[str]): span tasks: write alternative spans from the n-best paths to
+            doc.spans[alternatives_key] (None = off; costs an n-best search per doc when on).
+        alternatives_k (int): how many best paths to take alternatives from.
+        alternatives_threshold (float): keep an alternative when its exact probability is at least this.
         """
         self.task: Task = get_task(target, scheme, spans_key)
         if torch_threads < 0:
-            raise ConfigError("bilstm_tagger: torch_threads must be >= 0 (0 = torch's default)")
+            raise ConfigError("bilstm_tagger: torch_threads must be >= 0 (0 = measured)")
+        if alternatives_key is not None and (not isinstance(self.task, SpanTask) or (target == "spans" and alternatives_key == spans_key)):
+            raise ConfigError("bilstm_tagger: alternatives_key needs a span task (ents or spans) and a key other than spans_key")
+        if alternatives_k < 2 or not 0.0 <= alternatives_threshold <= 1.0:
+            raise ConfigError("bilstm_tagger: alternatives_k must be >= 2 and alternatives_threshold in [0, 1]")
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -84,11 +99,16 @@ class BiLSTMTagger(TrainablePipe):
             "scheme": scheme,
             "spans_key": spans_key,
             "torch_threads": torch_threads,
+            "alternatives_key": alternatives_key,
+            "alternatives_k": alternatives_k,
+            "alternatives_threshold": alternatives_threshold,
+            "temperature": None,  # set by `python -m bilstm_tagger calibrate`
         }
         self._tag_index: Optional[Dict[str, int]] = None
         self._threads_set_in: Optional[int] = None
         self._tuner: Optional[ThreadTuner] = None
         self._configure_threads()
+        register_extensions()
 
     # ---- labels -------------------------------------------------------------
     @property
@@ -178,23 +198,68 @@ class BiLSTMTagger(TrainablePipe):
         """Tag ids for each doc, one per token.
 
         docs (Iterable[Doc]): the docs to tag.
-        RETURNS (List[np.ndarray]): int64 tag ids, indices into `self.tags`.
+        RETURNS (List[np.ndarray]): int64 tag ids, indices into `self.tags`; the list also carries
+            each doc's emission scores in `.scores` (float32, (n_tokens, n_tags)) for confidences.
         """
         docs = list(docs)
         n_tokens = sum(len(doc) for doc in docs)
         if not n_tokens:
             return [np.zeros(len(doc), dtype=np.int64) for doc in docs]
-        return [self.model.ops.to_numpy(ids) for ids in self._timed(n_tokens, lambda: self.model.predict(docs))]
+        decoded = self._timed(n_tokens, lambda: self.model.predict(docs))
+        to_numpy = self.model.ops.to_numpy
+        return Decoded([to_numpy(ids) for ids in decoded], [to_numpy(s) for s in decoded.scores])
 
     def set_annotations(self, docs: Iterable[Doc], tag_ids: List[np.ndarray]) -> None:
         """Write the predicted tags to the docs, as the task says (doc.ents, doc.spans, token.tag_, token.pos_).
+
+        Span tasks also file the doc's scores for `Span._.confidence` (computed only when read) and,
+        when `alternatives_key` is set, write alternative spans there.
 
         docs (Iterable[Doc]): the docs that were tagged.
         tag_ids (List[np.ndarray]): what `predict` returned for them.
         """
         tags = self.tags
-        for doc, ids in zip(docs, tag_ids):
+        scores = getattr(tag_ids, "scores", None)
+        context = self._score_context() if scores is not None and isinstance(self.task, SpanTask) else None
+        alt_key = self.cfg["alternatives_key"]
+        for n, (doc, ids) in enumerate(zip(docs, tag_ids)):
             self.task.set_annotations(doc, [tags[i] for i in ids])
+            if context is None or not len(ids):
+                continue
+            record = make_record(context, ids, scores[n])
+            store_record(doc, self.name, record)
+            if alt_key:
+                write_alternatives(doc, record, alt_key, self.cfg["alternatives_k"], self.cfg["alternatives_threshold"])
+
+    def _score_context(self) -> ScoreContext:
+        temperature = self.cfg.get("temperature") or 1.0
+        return ScoreContext(tuple(self.tags), self.task.scheme, crf_scores(self.model.get_ref("decoder")), float(temperature))
+
+    # ---- introspection ------------------------------------------------------
+    def inspect(self, docs: Iterable[Doc]) -> list:
+        """What the network computes on each doc: per layer and direction the RNN gates, candidate,
+        cell and hidden states, the attention weights per head, the CRF transitions (forbidden moves
+        marked), per-token tag marginals and the predicted entities with their confidence.
+        The docs are not changed. See `bilstm_tagger.inspect_pipe.inspect_docs`.
+
+        docs (Iterable[Doc]): the docs to look at.
+        RETURNS (List[DocInspection]): one per doc.
+        """
+        from ..inspect_pipe import inspect_docs
+
+        return inspect_docs(self, list(docs))
+
+    def n_best(self, docs: Iterable[Doc], k: int = 5) -> list:
+        """The k most probable tag paths per doc, best first (the first is the Viterbi path), each
+        as its spans and its probability (temperature-scaled when the model has a temperature).
+
+        docs (Iterable[Doc]): the docs to tag (not changed).
+        k (int): how many paths.
+        RETURNS (List[List[NBestPath]]): per doc, up to k paths.
+        """
+        from ..inspect_pipe import n_best
+
+        return n_best(self, list(docs), k)
 
     # ---- training -----------------------------------------------------------
     def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None, losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
@@ -255,7 +320,7 @@ class BiLSTMTagger(TrainablePipe):
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "BiLSTMTagger":
         """Load the component from `to_bytes` output; ModelLoadError says what is wrong."""
         deserialize = {
-            "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
+            "cfg": lambda b: self._update_cfg(srsly.json_loads(b)),
             "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
             "model": lambda b: self._load_weights(b, f"{self.name} (bytes)"),
         }
@@ -268,6 +333,9 @@ class BiLSTMTagger(TrainablePipe):
                 f"{self.name} (bytes): weights are damaged ({type(err).__name__}): the bytes are truncated or corrupt"
             ) from None
         return self
+
+    def _update_cfg(self, saved: dict) -> None:
+        self.cfg.update({k: v for k, v in saved.items() if k not in RUNTIME_SETTINGS})
 
     def to_disk(self, path: Union[str, Path], *, exclude=tuple()) -> None:
         """Save cfg, vocab and weights to a directory; each file is written atomically."""
@@ -284,7 +352,7 @@ class BiLSTMTagger(TrainablePipe):
         """Load a directory written by `to_disk` (or by release 0.1); ModelLoadError names the bad file."""
         path = Path(path)
         deserialize = {
-            CFG_FILE: lambda p: self.cfg.update(_read_cfg(p)),
+            CFG_FILE: lambda p: self._update_cfg(_read_cfg(p)),
             "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
             WEIGHTS_FILE: lambda p: self._load_weights(_read_checked(p, self.cfg.pop("weights_sha256", None)), str(p)),
         }
@@ -340,6 +408,9 @@ _COMMON = {
     "spans_key": "sc",
     "torch_threads": 0,
     "scorer": {"@scorers": "bilstm_tagger.seqeval_scorer.v1"},
+    "alternatives_key": None,
+    "alternatives_k": 5,
+    "alternatives_threshold": 0.05,
 }
 
 
@@ -350,7 +421,8 @@ _COMMON = {
     default_score_weights=TASKS["ents"]().score_weights(),
 )
 def make_bilstm_tagger(
-    nlp: Language, name: str, model: Model, target: str, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable]
+    nlp: Language, name: str, model: Model, target: str, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable],
+    alternatives_key: Optional[str] = None, alternatives_k: int = 5, alternatives_threshold: float = 0.05,
 ) -> BiLSTMTagger:
     """BiLSTM(-CRF) named entity recognizer writing doc.ents.
 
@@ -364,12 +436,21 @@ def make_bilstm_tagger(
             f"target never produces; use factory {factory!r} instead",
             stacklevel=2,
         )
-    return BiLSTMTagger(nlp.vocab, model, name, target=target, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer)
+    return BiLSTMTagger(
+        nlp.vocab, model, name, target=target, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer,
+        alternatives_key=alternatives_key, alternatives_k=alternatives_k, alternatives_threshold=alternatives_threshold,
+    )
 
 
 def _task_factory(task_name: str) -> Callable:
-    def make(nlp: Language, name: str, model: Model, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable]) -> BiLSTMTagger:
-        return BiLSTMTagger(nlp.vocab, model, name, target=task_name, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer)
+    def make(
+        nlp: Language, name: str, model: Model, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable],
+        alternatives_key: Optional[str] = None, alternatives_k: int = 5, alternatives_threshold: float = 0.05,
+    ) -> BiLSTMTagger:
+        return BiLSTMTagger(
+            nlp.vocab, model, name, target=task_name, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer,
+            alternatives_key=alternatives_key, alternatives_k=alternatives_k, alternatives_threshold=alternatives_threshold,
+        )
 
     make.__name__ = f"make_{TASKS[task_name].factory}"
     make.__doc__ = f"BiLSTM(-CRF) tagger for the {task_name!r} task (writes {', '.join(TASKS[task_name].assigns)})."
@@ -385,3 +466,6 @@ def _task_factory(task_name: str) -> Callable:
 make_bilstm_spans = _task_factory("spans")
 make_bilstm_tags = _task_factory("tag")
 make_bilstm_pos = _task_factory("pos")
+
+# Docs read back from a DocBin in a process that loaded this package answer `span._.confidence` too.
+register_extensions()
