@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, List, Optional, Sequence, Tuple
 
+import numpy as np
 import pyarrow as pa
 
 from ..errors import AnnotateError
@@ -128,7 +129,8 @@ def entity_rows(doc) -> List[dict]:
                 "end_token": ent.end,
                 "label": ent.label_,
                 "text": ent.text,
-                "confidence": None if confidence is None else float(confidence),
+                # float32, the parquet column's type, so every output format holds the same value
+                "confidence": None if confidence is None else float(np.float32(confidence)),
             }
         )
     return rows
