@@ -408,3 +408,24 @@ def test_without_transformers_installed_is_a_config_error(bert_dir):
     )
     proc = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120)
     assert "ConfigError: bilstm_tagger.TransformerEmbed.v1 needs the transformers package" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_bundled_config_builds_and_tags(bert_dir, sample_examples):
+    """configs/ner_transformer.cfg with the tiny BERT in paths.transformer (which has 2 layers, not 6)."""
+    config = spacy.util.load_config(
+        REPO / "configs" / "ner_transformer.cfg",
+        overrides={
+            "paths.transformer": str(bert_dir),
+            "components.bilstm_tagger.model.embed.*.transformer.layers": [1, 2],
+            "components.bilstm_tagger.torch_threads": 1,
+        },
+    )
+    nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
+    examples = sample_examples["train"][:8]
+    nlp.initialize(lambda: examples)
+    embed = nlp.get_pipe("bilstm_tagger").model.get_ref("embed")
+    assert [layer.name for layer in embed.layers] == ["transformer_embed", "hash_char_embed"]
+    assert embed.get_dim("nO") == 32 + 160 + 100
+    doc = nlp("Hana Suzuki will visit Nairobi next week .")
+    transformer_part = embed.layers[0].predict([doc])[0]
+    np.testing.assert_allclose(embed.predict([doc])[0][:, :32], transformer_part, atol=1e-6)
