@@ -429,3 +429,50 @@ def test_bundled_config_builds_and_tags(bert_dir, sample_examples):
     doc = nlp("Hana Suzuki will visit Nairobi next week .")
     transformer_part = embed.layers[0].predict([doc])[0]
     np.testing.assert_allclose(embed.predict([doc])[0][:, :32], transformer_part, atol=1e-6)
+
+
+def write_tiny_roberta(path: Path) -> Path:
+    """A random RoBERTa with a byte-level BPE tokenizer (256 byte symbols, two merges)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    symbols = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"] + sorted(ByteLevel.alphabet()) + ["Ġh", "Ġhe"]
+    vocab = {s: i for i, s in enumerate(symbols)}
+    tokenizer = transformers.RobertaTokenizer(vocab=vocab, merges=[("Ġ", "h"), ("Ġh", "e")])
+    tokenizer.save_pretrained(path)
+    config = transformers.RobertaConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=34, pad_token_id=1,
+    )
+    torch.manual_seed(0)
+    transformers.RobertaModel(config).save_pretrained(path)
+    return path
+
+
+def test_roberta_style_tokenizer_and_positions(tmp_path):
+    """Byte-level BPE needs a prefix space for pre-split words; RoBERTa's positions start after padding_idx."""
+    path = write_tiny_roberta(tmp_path / "roberta")
+    nlp = spacy.blank("en")
+    long_doc = nlp.make_doc(" ".join(["hello"] * 30))  # 150 pieces: many windows of at most 32 positions
+    huge = Doc(nlp.vocab, words=["he", "é" * 5_000, "\u200b", "😀"])  # 10,000 byte pieces in one token
+    docs = [nlp.make_doc("he said hello ."), long_doc, huge]
+    layer = embed_layer(path, docs, max_length=512, stride=8)
+    module = get_module(layer)
+    assert module.tokenizer.add_prefix_space
+    assert module.tokenizer(["he"], is_split_into_words=True, add_special_tokens=False).tokens() == ["Ġhe"]
+    assert layer.attrs["max_length"] == 32  # 34 position rows, of which the first two are never used
+    out = layer.predict(docs)
+    assert out[1].shape == (30, 32) and np.isfinite(out[1]).all()
+    assert out[2].shape == (4, 32) and np.isfinite(out[2]).all() and out[2][1].any()
+    data = layer.to_bytes()
+    shutil.rmtree(path)
+    fresh = registry_resolve(transformer_embed(path, max_length=512, stride=8))
+    fresh.from_bytes(data)
+    assert get_module(fresh).tokenizer.add_prefix_space
+    for a, b in zip(fresh.predict(docs), out):
+        np.testing.assert_array_equal(a, b)
+
+
+def registry_resolve(cfg: dict):
+    from spacy.util import registry
+
+    return registry.resolve({"x": cfg})["x"]
