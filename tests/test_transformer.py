@@ -98,6 +98,7 @@ def test_single_pass_matches_plain_hf_model(bert_dir):
     got = layer.predict([doc])[0]
     assert got.shape == (len(doc), 32)
     np.testing.assert_allclose(got, reference_features(bert_dir, [t.text for t in doc]), atol=1e-5)
+    assert "_name_or_path" not in get_module(layer).spec["hf_config"]  # the weights do not record a local path
 
 
 def test_windows_equal_a_single_pass_of_each_window(bert_dir):
@@ -126,6 +127,23 @@ def test_windows_equal_a_single_pass_of_each_window(bert_dir):
             ref = model(input_ids=row).last_hidden_state[0, piece - s + 1]
         np.testing.assert_allclose(windowed[w], ref.numpy(), atol=1e-5)
     assert checked == set(range(len(words)))
+
+
+def test_windows_run_in_bounded_chunks_with_the_same_result(bert_dir, monkeypatch):
+    from bilstm_tagger.ml import transformer as module
+
+    nlp = spacy.blank("en")
+    docs = make_docs(nlp, ["the quick brown fox jumps over the lazy dog " * 6, "hello world", ""])
+    layer = embed_layer(bert_dir, docs, max_length=12, stride=3, pooling="mean", cache_size=0)
+    calls = []
+    get_module(layer).transformer.register_forward_hook(lambda *args: calls.append(1))
+    whole = layer.predict(docs)
+    assert len(calls) == 1
+    monkeypatch.setattr(module, "_BATCH_PIECES", 24)  # two rows of 12 pieces per call
+    chunked = layer.predict(docs)
+    assert len(calls) - 1 >= 4  # 9 windows
+    for a, b in zip(chunked, whole):
+        np.testing.assert_allclose(a, b, atol=1e-5)
 
 
 def test_piece_windows_cover_and_pick_the_most_central():

@@ -42,6 +42,7 @@ from ..errors import ConfigError
 from .shim import TorchShim, _deserialize, _serialize, get_module, module_device, set_module, torch_module
 
 POOLINGS = ("first", "mean", "last")
+_BATCH_PIECES = 8192  # padded word pieces per transformer call
 _B64 = "base64:"  # prefix of a tokenizer file that is not UTF-8 text (e.g. a sentencepiece model)
 
 
@@ -240,27 +241,40 @@ def run_windows(module: TransformerEmbedder, pieces: Sequence[DocPieces], max_le
     template = module.template
     size = max_length - len(template.prefix) - len(template.suffix)
     rows: List[List[int]] = []  # one row per window, with special pieces
-    plans = []
+    piece_rows, piece_cols = [], []  # where each piece of each doc is read from
     for doc in pieces:
         windows, owner = plan_piece_windows(len(doc.ids), size, stride)
-        first_row = len(rows)
+        starts = np.asarray([s for s, _ in windows], dtype=np.int64)
+        piece_rows.append(len(rows) + owner)
+        piece_cols.append(np.arange(len(doc.ids)) - starts[owner] + len(template.prefix))
         rows += [template.prefix + doc.ids[s:e].tolist() + template.suffix for s, e in windows] if len(doc.ids) else []
-        plans.append((first_row, windows, owner))
-    hidden = _forward_rows(module, rows) if rows else None
-    out = []
-    for doc, (first_row, windows, owner) in zip(pieces, plans):
-        if not len(doc.ids):
-            out.append(hidden_zeros(module, doc.n_tokens))
-            continue
-        starts = np.asarray([s for s, _ in windows])
-        row = torch.as_tensor(first_row + owner, device=hidden.device)
-        col = torch.as_tensor(np.arange(len(doc.ids)) - starts[owner] + len(template.prefix), device=hidden.device)
-        out.append(pool(hidden[:, row, col], doc.words, doc.n_tokens, how))
+    flat = _gather_pieces(module, rows, np.concatenate(piece_rows), np.concatenate(piece_cols))
+    out, offset = [], 0
+    for doc in pieces:
+        out.append(pool(flat[:, offset : offset + len(doc.ids)], doc.words, doc.n_tokens, how))
+        offset += len(doc.ids)
     return out
 
 
-def hidden_zeros(module: TransformerEmbedder, n_tokens: int) -> torch.Tensor:
-    return torch.zeros((len(module.layers), n_tokens, module.width), device=module_device(module))
+def _gather_pieces(module: TransformerEmbedder, rows: List[List[int]], piece_rows: np.ndarray, piece_cols: np.ndarray) -> torch.Tensor:
+    """(n_layers, n_pieces, width): each piece's vectors, read from its row and column.
+
+    Rows run in chunks of about _BATCH_PIECES padded pieces, and only the pieces
+    kept are taken from each chunk, so a 100,000-token doc needs no more memory
+    than a batch. Pieces own rows in order, so the chunks' pieces come out in order.
+    """
+    if not rows:
+        return torch.zeros((len(module.layers), 0, module.width), device=module_device(module))
+    parts = []
+    per_chunk = max(1, _BATCH_PIECES // max(len(r) for r in rows))
+    for r0 in range(0, len(rows), per_chunk):
+        r1 = min(r0 + per_chunk, len(rows))
+        hidden = _forward_rows(module, rows[r0:r1])
+        take = np.flatnonzero((piece_rows >= r0) & (piece_rows < r1))
+        row = torch.as_tensor(piece_rows[take] - r0, device=hidden.device)
+        col = torch.as_tensor(piece_cols[take], device=hidden.device)
+        parts.append(hidden[:, row, col])
+    return torch.cat(parts, dim=1)
 
 
 def _forward_rows(module: TransformerEmbedder, rows: List[List[int]]) -> torch.Tensor:
@@ -333,8 +347,10 @@ def transformer_init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> Mod
     a = model.attrs
     tokenizer = load_tokenizer(a["name_or_path"])
     transformer = _from_pretrained(_transformers().AutoModel, a["name_or_path"])
+    # The source path is not part of the model (and would leak a local directory into the pipeline).
+    hf_config = {k: v for k, v in transformer.config.to_dict().items() if k != "_name_or_path"}
     module = TransformerEmbedder(
-        transformer.config.to_dict(), tokenizer_files(tokenizer), a["spec"]["layers"], a["spec"]["freeze"],
+        hf_config, tokenizer_files(tokenizer), a["spec"]["layers"], a["spec"]["freeze"],
         transformer=transformer, tokenizer=tokenizer,
     )
     set_module(model, module)
