@@ -182,6 +182,20 @@ def test_odd_tokens_never_crash(bert_dir):
     assert layer.predict([])[0:] == []
 
 
+def test_layer_pickles_without_its_cache(bert_dir):
+    """What nlp.pipe(n_process=N) does under the spawn start method."""
+    import pickle
+
+    nlp = spacy.blank("en")
+    docs = make_docs(nlp, ["Hana Suzuki will visit Nairobi .", ""])
+    layer = embed_layer(bert_dir, docs, max_length=32, stride=4)
+    out = layer.predict(docs)
+    copy = pickle.loads(pickle.dumps(layer))
+    assert len(get_module(layer).cache) == 1 and len(get_module(copy).cache) == 0
+    for a, b in zip(copy.predict(docs), out):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_max_length_is_clamped_to_the_position_embeddings(tmp_path):
     path = write_tiny_bert(tmp_path / "short", max_positions=16)
     nlp = spacy.blank("en")

@@ -39,7 +39,9 @@ from thinc.types import Floats2d
 from torch import nn
 
 from ..errors import ConfigError
-from .shim import TorchShim, _deserialize, _serialize, get_module, module_device, set_module, torch_module
+from .shim import (
+    TorchShim, _deserialize, _serialize, get_module, module_bytes, module_device, module_from_bytes, set_module, torch_module,
+)
 
 POOLINGS = ("first", "mean", "last")
 _BATCH_PIECES = 8192  # padded word pieces per transformer call
@@ -170,6 +172,11 @@ class TransformerEmbedder(nn.Module):
         if freeze:
             self.transformer.requires_grad_(False)
         self.cache: "OrderedDict[Tuple[str, ...], torch.Tensor]" = OrderedDict()
+
+    def __reduce__(self):
+        # HF models carry hooks that do not pickle (nlp.pipe(n_process=N) under spawn): pickle the
+        # saved form instead, which also leaves the feature cache behind.
+        return (module_from_bytes, (module_bytes(self),))
 
     def train(self, mode: bool = True) -> "TransformerEmbedder":
         super().train(mode)
