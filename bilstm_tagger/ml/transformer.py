@@ -303,7 +303,10 @@ def _forward_rows(module: TransformerEmbedder, rows: List[List[int]]) -> torch.T
 
 def _features(model: Model, module: TransformerEmbedder, docs: List[Doc], is_train: bool) -> List[torch.Tensor]:
     a = model.attrs
-    compute = lambda batch: run_windows(module, doc_pieces(module.tokenizer, batch), a["max_length"], a["stride"], a["pooling"])
+
+    def compute(batch: List[Doc]) -> List[torch.Tensor]:
+        return run_windows(module, doc_pieces(module.tokenizer, batch), a["max_length"], a["stride"], a["pooling"])
+
     if not module.freeze:
         module.train(is_train)
         if is_train:
@@ -340,10 +343,10 @@ def transformer_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[
     else:
         with torch.no_grad():
             flat = module.mix(stacked)
-    output = model.ops.unflatten(torch2xp(flat.detach() if not is_train else flat, ops=model.ops), model.ops.asarray1i(lengths))
+    output = model.ops.unflatten(torch2xp(flat.detach(), ops=model.ops), model.ops.asarray1i(lengths))
 
     def backprop(d_output: List[Floats2d]) -> List[Doc]:
-        d_flat = xp2torch(model.ops.flatten([d for d in d_output]), device=device)
+        d_flat = xp2torch(model.ops.flatten(d_output), device=device)
         torch.autograd.backward(flat, grad_tensors=d_flat)
         return []
 
