@@ -14,6 +14,7 @@ import spacy
 import torch
 from spacy.cli.init_config import fill_config
 from spacy.tokens import Doc
+from spacy.util import registry
 from thinc.api import Adam
 
 from bilstm_tagger.errors import ConfigError
@@ -60,10 +61,12 @@ def tagger_config(embed: dict) -> dict:
     return {"torch_threads": 1, "model": {"@architectures": "bilstm_tagger.BiLSTMTagger.v2", "hidden_size": 16, "dropout": 0.0, "embed": embed}}
 
 
-def embed_layer(bert_dir: Path, docs, **settings):
-    from spacy.util import registry
+def resolve(cfg: dict):
+    return registry.resolve({"x": cfg})["x"]
 
-    layer = registry.resolve({"x": transformer_embed(bert_dir, **settings)})["x"]
+
+def embed_layer(bert_dir: Path, docs, **settings):
+    layer = resolve(transformer_embed(bert_dir, **settings))
     layer.initialize(X=docs)
     return layer
 
@@ -179,7 +182,7 @@ def test_odd_tokens_never_crash(bert_dir):
             assert not out[0][i].any()
         assert out[0][4].any() and out[0][5].any()
         assert not out[2].any()
-    assert layer.predict([])[0:] == []
+    assert layer.predict([]) == []
 
 
 def test_layer_pickles_without_its_cache(bert_dir):
@@ -206,10 +209,8 @@ def test_max_length_is_clamped_to_the_position_embeddings(tmp_path):
 
 
 def test_bad_settings_are_config_errors(bert_dir):
-    from spacy.util import registry
-
     with pytest.raises(ConfigError, match="pooling"):
-        registry.resolve({"x": transformer_embed(bert_dir, pooling="max")})
+        resolve(transformer_embed(bert_dir, pooling="max"))
     nlp = spacy.blank("en")
     docs = [nlp.make_doc("a b")]
     with pytest.raises(ConfigError, match="layers"):
@@ -280,7 +281,7 @@ def test_fine_tuning_changes_weights_at_its_own_rate(bert_dir, sample_examples):
         name = "encoder.layer.0.attention.self.query.weight"
         deltas[scale] = (after[name] - before[name]).abs().max().item()
     assert deltas[1.0] > 0
-    # Adam's first step moves every weight by about lr: the scale shows through exactly.
+    # Same seed, same data, same gradients: only the scale differs, and the step shrinks by exactly that.
     assert deltas[0.1] == pytest.approx(deltas[1.0] * 0.1, rel=0.05)
 
 
@@ -288,11 +289,9 @@ def test_fine_tuning_changes_weights_at_its_own_rate(bert_dir, sample_examples):
 
 
 def test_concat_embed_puts_the_casing_back(bert_dir):
-    from spacy.util import registry
-
     nlp = spacy.blank("en")
     cfg = {"@architectures": "bilstm_tagger.ConcatEmbed.v1", "*": {"transformer": transformer_embed(bert_dir), "hash": TINY_EMBED}}
-    layer = registry.resolve({"x": cfg})["x"]
+    layer = resolve(cfg)
     docs = make_docs(nlp, ["paris is nice .", "Paris is nice .", ""])
     layer.initialize(X=docs)
     hash_width = sum(TINY_EMBED["widths"]) + TINY_EMBED["char_width"]
@@ -497,14 +496,8 @@ def test_roberta_style_tokenizer_and_positions(tmp_path):
     assert out[2].shape == (4, 32) and np.isfinite(out[2]).all() and out[2][1].any()
     data = layer.to_bytes()
     shutil.rmtree(path)
-    fresh = registry_resolve(transformer_embed(path, max_length=512, stride=8))
+    fresh = resolve(transformer_embed(path, max_length=512, stride=8))
     fresh.from_bytes(data)
     assert get_module(fresh).tokenizer.add_prefix_space
     for a, b in zip(fresh.predict(docs), out):
         np.testing.assert_array_equal(a, b)
-
-
-def registry_resolve(cfg: dict):
-    from spacy.util import registry
-
-    return registry.resolve({"x": cfg})["x"]
