@@ -1,6 +1,7 @@
 """thinc layers with torch inside, and the registered architectures built from them.
 
 - embed.py: `bilstm_tagger.HashCharEmbed.v1` (hash tables, byte CNN, static vectors)
+- transformer.py: `bilstm_tagger.TransformerEmbed.v1` (Hugging Face features) and `bilstm_tagger.ConcatEmbed.v1`
 - encoder.py: the BiLSTM/GRU (+ self-attention) layer, emitting per-tag scores
 - windows.py: how long docs are cut into overlapping windows and stitched back
 - decoder.py: CRF / softmax decoding and `TaggerLoss`
@@ -10,6 +11,7 @@
 from .decoder import Decoded, TaggerLoss, crf_allowed, crf_scores, set_transition_constraints
 from .encoder import encoder_parts
 from .embed import build_hash_char_embed, check_vectors
+from .transformer import build_concat_embed, build_transformer_embed
 from .tagger import build_bilstm_tagger, build_bilstm_tagger_v2, emission_scores, is_initialized, load_tagger_bytes
 
 __all__ = [
@@ -19,7 +21,9 @@ __all__ = [
     "crf_scores",
     "build_bilstm_tagger",
     "build_bilstm_tagger_v2",
+    "build_concat_embed",
     "build_hash_char_embed",
+    "build_transformer_embed",
     "check_vectors",
     "emission_scores",
     "encoder_parts",

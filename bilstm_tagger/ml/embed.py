@@ -219,9 +219,13 @@ def vectors_width_of(vocab) -> int:
 
 def check_vectors(model: Model, vocab) -> None:
     """Refuse a vectors table that does not fit what the model was trained with (other embedders: no-op)."""
+    for node in model.walk():  # the embedder may sit inside a ConcatEmbed
+        if node.attrs.get("include_static_vectors"):
+            _check_node_vectors(node, vocab)
+
+
+def _check_node_vectors(model: Model, vocab) -> None:
     attrs = model.attrs
-    if not attrs.get("include_static_vectors"):
-        return
     width = vectors_width_of(vocab)
     if width != attrs["spec"]["vectors_width"]:
         raise ConfigError(
