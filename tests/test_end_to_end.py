@@ -249,7 +249,7 @@ def test_factories_resolve_in_a_fresh_process_through_entry_points_alone():
 
 
 @pytest.mark.parametrize("config_name", sorted(p.name for p in (REPO / "configs").glob("*.cfg")))
-def test_every_config_initializes_and_trains_a_step(config_name):
+def test_every_config_initializes_and_trains_a_step(config_name, tmp_path):
     from spacy.training.initialize import init_nlp
     from spacy.util import load_config, resolve_dot_names
     from thinc.api import fix_random_seed
@@ -260,6 +260,11 @@ def test_every_config_initializes_and_trains_a_step(config_name):
         "corpora.dev.limit": 10,
     }
     config = load_config(REPO / "configs" / config_name, interpolate=False)
+    if "transformer" in config["paths"]:  # no hub here: a tiny random BERT written on disk stands in
+        from .test_transformer import write_tiny_bert
+
+        overrides["paths.transformer"] = str(write_tiny_bert(tmp_path / "bert"))
+        overrides["components.bilstm_tagger.model.embed.*.transformer.layers"] = [-2, -1]  # it has 2 layers
     ours = [name for name, c in config["components"].items() if c.get("factory", "").startswith("bilstm_")]
     assert len(ours) == 1
     overrides[f"components.{ours[0]}.model.hidden_size"] = 16
