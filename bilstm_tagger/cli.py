@@ -266,18 +266,7 @@ def _lazy(module: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
-def _passive_openmp() -> None:
-    """Idle OpenMP threads sleep instead of spinning, unless the user chose otherwise.
-
-    libgomp reads this once, when torch loads, which is why it is set here, before
-    any command imports torch. Spinning threads make two threads slower than one
-    as soon as another process holds a core (see benchmarks/README.md, "Threads").
-    """
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    _passive_openmp()
     args, extra = build_parser().parse_known_args(argv)
     overrides = {}
     if extra:

@@ -181,21 +181,22 @@ def test_same_seed_same_data_gives_bit_identical_weights_across_processes(tmp_pa
     assert runs[0] == runs[1]
 
 
-def test_thread_tuner_keeps_the_faster_count_and_keeps_checking():
+def test_thread_tuner_keeps_the_faster_count_and_checks_less_often_while_it_holds():
     from bilstm_tagger.pipeline.threads import ThreadTuner
 
-    tuner = ThreadTuner([1, 2], explore_every=4)
+    tuner = ThreadTuner([1, 2], explore_every=4, max_every=16)
     # Each count is tried first, then the faster per token is kept ...
     assert tuner.choose() == 1
     tuner.record(1, seconds=1.0, n_tokens=1000)
     assert tuner.choose() == 2
     tuner.record(2, seconds=3.0, n_tokens=1000)  # two threads fighting a busy core
     picks = []
-    for call in range(1, 13):
+    for call in range(1, 41):
         tuner.calls = call
         picks.append(tuner.choose())
-    # ... with the other count retried every 4th call, since the machine's load changes.
-    assert picks == [1, 1, 1, 2, 1, 1, 1, 2, 1, 1, 1, 2]
+        tuner.record(picks[-1], seconds=1.0 if picks[-1] == 1 else 3.0, n_tokens=1000)
+    # ... retried at call 4, then after 8, 16 and 16 more calls (capped), since the load may change.
+    assert [i + 1 for i, p in enumerate(picks) if p == 2] == [4, 12, 28]
     for _ in range(5):  # the other process went away: two threads are now faster
         tuner.record(2, seconds=0.5, n_tokens=1000)
     assert tuner.best() == 2

@@ -4,8 +4,8 @@
 spin-wait at every barrier, so on a machine where another process holds a
 core, two threads run slower than one (measured here: 2.3x slower tagging).
 `ThreadTuner` times the pipe's own batches under each candidate count and keeps
-the faster one per token, trying the other again now and then, because the
-machine's load changes. Worker processes of `nlp.pipe(n_process=N)` use one
+the faster one per token, trying the other again now and then (less and less
+often while the answer holds), because the machine's load changes. Worker processes of `nlp.pipe(n_process=N)` use one
 thread, so N workers never oversubscribe the cores.
 """
 from __future__ import annotations
@@ -33,14 +33,21 @@ def available_cores() -> int:
 
 
 class ThreadTuner:
-    """Chooses torch's intra-op thread count from measured seconds per token."""
+    """Chooses torch's intra-op thread count from measured seconds per token.
 
-    def __init__(self, choices: Sequence[int], explore_every: int = 16, smoothing: float = 0.3) -> None:
+    The other count is retried after `explore_every` calls; each retry that confirms
+    the choice doubles the wait (up to `max_every`), and a change of choice resets it,
+    so a steady machine pays for almost no slow retries and a changing one is followed.
+    """
+
+    def __init__(self, choices: Sequence[int], explore_every: int = 16, max_every: int = 512, smoothing: float = 0.3) -> None:
         self.choices = sorted(set(choices))
-        self.explore_every = explore_every
+        self.min_every = self.explore_every = explore_every
+        self.max_every = max_every
         self.smoothing = smoothing
         self.cost: Dict[int, float] = {}  # smoothed seconds per token
         self.calls = 0
+        self.next_explore = explore_every
 
     def best(self) -> int:
         return min(self.cost, key=self.cost.get) if self.cost else self.choices[-1]
@@ -49,15 +56,20 @@ class ThreadTuner:
         untried = [c for c in self.choices if c not in self.cost]
         if untried:
             return untried[0]
-        if len(self.choices) > 1 and self.calls % self.explore_every == 0:
+        if len(self.choices) > 1 and self.calls >= self.next_explore:
             others = [c for c in self.choices if c != self.best()]
-            return others[(self.calls // self.explore_every) % len(others)]
+            return others[(self.calls // self.min_every) % len(others)]
         return self.best()
 
     def record(self, threads: int, seconds: float, n_tokens: int) -> None:
+        before = self.best() if len(self.cost) == len(self.choices) else None
         per_token = seconds / n_tokens
         old = self.cost.get(threads)
         self.cost[threads] = per_token if old is None else old + self.smoothing * (per_token - old)
+        if before is not None and threads != before:  # that was a retry of the other count
+            confirmed = self.best() == before
+            self.explore_every = min(2 * self.explore_every, self.max_every) if confirmed else self.min_every
+            self.next_explore = self.calls + self.explore_every
 
     def run(self, n_tokens: int, fn: Callable[[], T]) -> T:
         import torch
