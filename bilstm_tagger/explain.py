@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
-
 from .calibrate import calibration, find_tagger, load_pipeline, read_split, tag_split
 from .inspect_pipe import crf_transitions, network_internals
 from .introspect import gate_saturation

@@ -9,14 +9,14 @@ does for docs up to `window` tokens (256 by default).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from spacy.tokens import Doc
 
-from .confidence import NBestPath, ScoreContext, make_record, record_confidences, record_nbest, token_marginals
+from .confidence import NBestPath, make_record, record_confidences, record_nbest, token_marginals
 from .introspect import RNNInternals, attention_weights, rnn_internals
 from .ml import crf_allowed, crf_scores, encoder_parts
 

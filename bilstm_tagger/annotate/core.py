@@ -11,7 +11,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import pyarrow as pa
 
-from ..errors import AnnotateError
+from ..errors import AnnotateError  # noqa: F401  (the annotate modules import it from here)
 
 # Set by tests only: kill this process (SIGKILL) just before the temp file of the N+1-th shard it
 # writes is renamed into place, i.e. after N shards are committed and halfway through the next.
@@ -287,7 +287,7 @@ def load_pipeline(model: str, stats: Optional[WorkerStats] = None):
     t0 = time.perf_counter()
     import spacy
 
-    import bilstm_tagger  # noqa: F401  (registers the factory even without the entry point)
+    import bilstm_tagger.pipeline.component  # noqa: F401  (registers the factories even without the entry points)
 
     t1 = time.perf_counter()
     nlp = spacy.load(model)

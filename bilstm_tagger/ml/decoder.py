@@ -11,7 +11,7 @@ loss, `TaggerLoss`, needs them) and decodes them to numpy tag ids at inference.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch

@@ -17,13 +17,13 @@ from spacy.attrs import IDS as ATTR_IDS
 from spacy.attrs import ORTH
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Model, NumpyOps, torch2xp, xp2torch
+from thinc.api import Model, NumpyOps, xp2torch
 from thinc.types import Floats2d
 from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
-from .shim import get_module, make_shim, module_device, run, set_module, torch_module
+from .shim import embedder_output, get_module, make_shim, module_device, run, set_module, torch_module
 
 _OPS = NumpyOps()
 _CHAR_PAD = 255  # never a byte of valid UTF-8
@@ -279,14 +279,7 @@ def embed_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[F
     device = module_device(module)
     word_dropout = model.attrs["word_dropout"] if is_train else 0.0
     flat = run(model, is_train, lambda: module(*_inputs(model, docs, device), word_dropout))
-    output = model.ops.unflatten(torch2xp(flat, ops=model.ops), model.ops.asarray1i(lengths))
-
-    def backprop(d_output: List[Floats2d]) -> List[Doc]:
-        d_flat = xp2torch(model.ops.flatten(d_output), device=device)
-        torch.autograd.backward(flat, grad_tensors=d_flat)
-        return []
-
-    return output, backprop
+    return embedder_output(model, flat, lengths)
 
 
 def embed_init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> Model:

@@ -9,10 +9,11 @@ otherwise).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Type
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
-from thinc.api import Model, PyTorchShim, get_torch_default_device
+from thinc.api import Model, PyTorchShim, get_torch_default_device, torch2xp, xp2torch
+from thinc.types import Floats2d
 from torch import nn
 
 from ..errors import WeightsError
@@ -104,3 +105,15 @@ def run(model: Model, is_train: bool, fn: Callable[[], Any]) -> Any:
         return fn()
     with torch.inference_mode():
         return fn()
+
+
+def embedder_output(model: Model, flat: torch.Tensor, lengths: Sequence[int]) -> Tuple[List[Floats2d], Callable]:
+    """An embedder's torch rows (docs one after another) as one thinc array per doc, with the
+    backprop that sends their gradients into torch (docs take no gradient)."""
+    output = model.ops.unflatten(torch2xp(flat.detach(), ops=model.ops), model.ops.asarray1i(lengths))
+
+    def backprop(d_output: List[Floats2d]) -> list:
+        torch.autograd.backward(flat, grad_tensors=xp2torch(model.ops.flatten(d_output), device=flat.device))
+        return []
+
+    return output, backprop

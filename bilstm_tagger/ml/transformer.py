@@ -34,13 +34,14 @@ import numpy as np
 import torch
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Model, Optimizer, torch2xp, xp2torch
+from thinc.api import Model, Optimizer
 from thinc.types import Floats2d
 from torch import nn
 
 from ..errors import ConfigError
 from .shim import (
-    TorchShim, _deserialize, _serialize, get_module, module_bytes, module_device, module_from_bytes, set_module, torch_module,
+    TorchShim, _deserialize, _serialize, embedder_output, get_module, module_bytes, module_device, module_from_bytes, set_module,
+    torch_module,
 )
 
 POOLINGS = ("first", "mean", "last")
@@ -335,7 +336,6 @@ def transformer_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[
     if not sum(lengths):
         return [model.ops.alloc2f(0, width) for _ in docs], lambda d_docs: []
     module = get_module(model)
-    device = module_device(module)
     busy = [doc for doc in docs if len(doc)]
     stacked = torch.cat(_features(model, module, busy, is_train), dim=1)
     if is_train:
@@ -343,14 +343,7 @@ def transformer_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[
     else:
         with torch.no_grad():
             flat = module.mix(stacked)
-    output = model.ops.unflatten(torch2xp(flat.detach(), ops=model.ops), model.ops.asarray1i(lengths))
-
-    def backprop(d_output: List[Floats2d]) -> List[Doc]:
-        d_flat = xp2torch(model.ops.flatten(d_output), device=device)
-        torch.autograd.backward(flat, grad_tensors=d_flat)
-        return []
-
-    return output, backprop
+    return embedder_output(model, flat, lengths)
 
 
 def transformer_init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> Model:

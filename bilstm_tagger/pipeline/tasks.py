@@ -22,7 +22,6 @@ from spacy.training import Example
 from spacy.util import filter_spans
 
 from ..errors import ConfigError, TagError
-from ..tags import Span as TagSpan
 from ..tags import check_scheme, spans_from_tags, tag_names, tags_from_spans, transition_constraints
 
 Constraints = Tuple[np.ndarray, np.ndarray, np.ndarray]
