@@ -280,3 +280,10 @@ def test_ray_actor_killed_mid_run_is_retried_without_loss_or_duplicates(model_di
     ids = [r["id"] for r in distributed]
     assert len(ids) == len(set(ids)) == 150
     assert _by_id(distributed) == close(_by_id(rows_of(tmp_path / "local")))
+
+
+def test_a_folder_of_split_files_is_read_as_a_dataset_split(model_dir, tmp_path):
+    """corpora/sample_ner holds train/validation/test.jsonl: --split picks one, as datasets does."""
+    assert annotate(model_dir, SAMPLE, tmp_path / "out", "--split", "test") == 0
+    rows = rows_of(tmp_path / "out")
+    assert len(rows) == 150 and all(r["id"].startswith("test-") for r in rows)

@@ -125,6 +125,14 @@ def _files(root: Path, suffixes: Tuple[str, ...]) -> List[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(suffixes) and not p.name.startswith("."))
 
 
+_SPLIT_NAMES = ("train", "validation", "valid", "dev", "test")
+
+
+def _split_name(file_name: str) -> bool:
+    stem = file_name.split(".")[0]
+    return stem in _SPLIT_NAMES or stem.split("-")[0] in _SPLIT_NAMES
+
+
 def detect_type(path: str) -> str:
     p = Path(path)
     if p.is_file():
@@ -137,6 +145,8 @@ def detect_type(path: str) -> str:
         raise AnnotateError(f"{path}: unknown file type (expected .parquet, .jsonl or .txt; or pass --input-type)")
     if p.is_dir():
         top = [c for c in p.iterdir() if c.is_file()]
+        if any(_split_name(c.name) for c in top if c.name.endswith((".parquet", ".jsonl", ".json", ".csv"))):
+            return "hf"  # train.jsonl, test-00000-of-00001.parquet, ...: datasets reads these as splits
         if any(c.name.endswith(".parquet") for c in top):
             return "parquet"
         if any(c.name.endswith(".jsonl") for c in top):
