@@ -26,25 +26,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def measure(dataset: str, torch_threads: int, repeats: int) -> dict:
-    import spacy
     import torch
-    from spacy.cli.init_config import init_config
     from spacy.tokens import Doc, Span
-    from spacy.training.initialize import init_nlp
-    from spacy.util import load_config
 
     import bilstm_tagger
-    from bilstm_tagger.data.readers import create_hf_reader
+    from benchmarks.threads import build_pipelines  # the same set-up as the thread benchmark
 
-    overrides = {"paths.dataset": dataset, "corpora.train.limit": 500, "corpora.dev.limit": 10,
-                 "components.bilstm_tagger.torch_threads": torch_threads}
-    ours = init_nlp(load_config(REPO / "configs" / "ner.cfg", overrides=overrides, interpolate=False))
-    config = init_config(lang="en", pipeline=["ner"], optimize="efficiency", gpu=False, pretraining=False, silent=True)
-    config["corpora"]["train"] = config["corpora"]["dev"] = {
-        "@readers": "bilstm_tagger.HFDataset.v1", "path": dataset, "split": "train", "limit": 500,
-    }
-    peer = init_nlp(config)
-    words = [[t.text for t in eg.reference] for eg in create_hf_reader(dataset, split="test")(spacy.blank("en"))]
+    ours, peer, words = build_pipelines(dataset, torch_threads)
     n_words = sum(map(len, words))
     has_confidence = Span.has_extension("confidence")
     runs = {"ours": [], "spacy_ner": [], "ours_reading_confidence": []}

@@ -33,7 +33,9 @@ POLICIES = {
 }
 
 
-def child(dataset: str, torch_threads: int, repeats: int, limit: int = 0) -> dict:
+def build_pipelines(dataset: str, torch_threads: int, limit: int = 0):
+    """configs/ner.cfg and spaCy's efficiency `ner`, both initialized on 500 train sentences, and the
+    test split's words (the first `limit` sentences; 0 = all)."""
     import spacy
     from spacy.cli.init_config import init_config
     from spacy.training.initialize import init_nlp
@@ -50,6 +52,13 @@ def child(dataset: str, torch_threads: int, repeats: int, limit: int = 0) -> dic
     }
     peer = init_nlp(config)
     words = [[t.text for t in eg.reference] for eg in create_hf_reader(dataset, split="test", limit=limit)(spacy.blank("en"))]
+    return ours, peer, words
+
+
+def child(dataset: str, torch_threads: int, repeats: int, limit: int = 0) -> dict:
+    import spacy
+
+    ours, peer, words = build_pipelines(dataset, torch_threads, limit)
     n_words = sum(map(len, words))
     wps = {"ours": [], "spacy_ner": []}
     for _ in range(repeats + 1):  # the first round warms up and is dropped
