@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import spacy
 from spacy.tokens import Doc
+from spacy.training import Example
 
 from bilstm_tagger.data.vectors import build_vectors_pipeline
 from bilstm_tagger.errors import ModelLoadError
@@ -65,3 +66,31 @@ def test_training_with_vectors_uses_them_and_refuses_a_cased_table(tmp_path):
     cased.vocab.to_disk(tmp_path / "model" / "vocab")
     with pytest.raises(ModelLoadError, match="looks static vectors up by LOWER, but this vectors table has keys with upper-case"):
         spacy.load(tmp_path / "model")
+
+
+def test_trainable_rows_move_in_training_and_the_tail_stays_pretrained(tmp_path):
+    # WORDS[:4] are the table's first rows: with vectors_trainable=4 they learn, the rest stay fixed.
+    build_vectors_pipeline(str(glove_file(tmp_path / "g.txt", WORDS)), str(tmp_path / "vec"), attr="LOWER")
+    nlp0 = spacy.load(tmp_path / "vec")
+    examples = read_examples(nlp0, SAMPLE, "train", limit=40)
+    settings = {"include_static_vectors": True, "vectors_trainable": 4, "vectors_norm": True, "vectors_dropout": 0.1}
+    nlp = spacy.load(tmp_path / "vec")
+    nlp.add_pipe("bilstm_tagger", config={"model": tiny_model(settings)})
+    optimizer = nlp.initialize(lambda: examples)
+    embed = nlp.get_pipe("bilstm_tagger").model.get_ref("embed")
+    assert embed.attrs["spec"]["vectors_trainable"] == 4
+    probe = [Doc(nlp.vocab, words=["Lisbon", "the", "zzz"])]  # row 0 (trainable), row 4 (fixed), none
+    unit = lambda w: nlp.vocab.vectors[nlp.vocab.strings[w]] / np.linalg.norm(nlp.vocab.vectors[nlp.vocab.strings[w]])
+    before = embed.predict(probe)[0][:, -6:].copy()
+    assert np.allclose(before[0], unit("lisbon"), atol=1e-6) and np.allclose(before[1], unit("the"), atol=1e-6)
+    words = ["Lisbon", "visited", "the", "bank"]
+    train_docs = [Example(Doc(nlp.vocab, words=words), Doc(nlp.vocab, words=words, ents=["B-LOC", "O", "O", "O"]))]
+    for _ in range(5):
+        nlp.update(train_docs, sgd=optimizer)
+    after = embed.predict(probe)[0][:, -6:]
+    assert not np.allclose(after[0], before[0])  # a trainable row moved
+    assert np.allclose(after[1], before[1], atol=1e-6) and (after[2] == 0).all()  # the tail and unknown words did not
+    nlp.to_disk(tmp_path / "model")
+    nlp2 = spacy.load(tmp_path / "model")
+    reloaded = nlp2.get_pipe("bilstm_tagger").model.get_ref("embed")
+    assert np.allclose(reloaded.predict([Doc(nlp2.vocab, words=["Lisbon", "the", "zzz"])])[0][:, -6:], after, atol=1e-6)

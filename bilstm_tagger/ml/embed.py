@@ -142,13 +142,22 @@ class HashCharEmbedder(nn.Module):
     """Concatenates hash embeddings, byte-CNN features and (frozen) static vectors."""
 
     def __init__(
-        self, rows: Sequence[int], widths: Sequence[int], char_embed: int, char_width: int, char_kernel: int, vectors_width: int
+        self, rows: Sequence[int], widths: Sequence[int], char_embed: int, char_width: int, char_kernel: int, vectors_width: int,
+        vectors_trainable: int = 0, vectors_norm: bool = False,
     ) -> None:
         super().__init__()
         self.spec = dict(
             rows=list(rows), widths=list(widths), char_embed=char_embed, char_width=char_width,
             char_kernel=char_kernel, vectors_width=vectors_width,
+            vectors_trainable=vectors_trainable, vectors_norm=vectors_norm,
         )
+        # A trainable correction for the first `vectors_trainable` rows of the table (pretrained
+        # tables list frequent words first): starting at zero, those rows are a trainable table
+        # initialised with the pretrained values, while the long tail stays as pretrained.
+        self.vectors_delta = nn.Embedding(vectors_trainable, vectors_width) if vectors_trainable and vectors_width else None
+        if self.vectors_delta is not None:
+            nn.init.zeros_(self.vectors_delta.weight)
+        self.vectors_norm = vectors_norm
         self.tables = nn.ModuleList(nn.EmbeddingBag(n, w, mode="sum") for n, w in zip(rows, widths))
         for table in self.tables:
             nn.init.uniform_(table.weight, -0.1, 0.1)
@@ -157,7 +166,8 @@ class HashCharEmbedder(nn.Module):
         self.width = sum(widths) + char_width + vectors_width
 
     def forward(
-        self, hash_rows: torch.Tensor, chars: torch.Tensor, vector_rows: Optional[torch.Tensor], vectors: Optional[torch.Tensor], word_dropout: float
+        self, hash_rows: torch.Tensor, chars: torch.Tensor, vector_rows: Optional[torch.Tensor], vectors: Optional[torch.Tensor],
+        word_dropout: float, vectors_dropout: float = 0.0,
     ) -> torch.Tensor:
         parts = [table(hash_rows[:, i]) for i, table in enumerate(self.tables)]
         if word_dropout > 0 and self.tables:
@@ -167,10 +177,21 @@ class HashCharEmbedder(nn.Module):
         if self.chars is not None:
             parts.append(self.chars(chars))
         if self.vectors_width:
-            found = vector_rows >= 0
-            static = F.embedding(vector_rows.clamp(min=0), vectors) * found.unsqueeze(1)
-            parts.append(static)
+            parts.append(self.static_vectors(vector_rows, vectors, vectors_dropout))
         return torch.cat(parts, dim=1)
+
+    def static_vectors(self, vector_rows: torch.Tensor, vectors: torch.Tensor, dropout: float) -> torch.Tensor:
+        found = (vector_rows >= 0).unsqueeze(1)
+        rows = vector_rows.clamp(min=0)
+        static = F.embedding(rows, vectors)
+        if self.vectors_norm:  # unit length: GloVe norms grow with word frequency, which says little about entities
+            static = F.normalize(static, dim=1)
+        if self.vectors_delta is not None:
+            n = self.vectors_delta.num_embeddings
+            static = static + self.vectors_delta(rows.clamp(max=n - 1)) * (rows < n).unsqueeze(1)
+        if dropout > 0 and self.training:
+            static = F.dropout(static, dropout)
+        return static * found
 
 
 # ---- static vectors: which attribute keys the table ----------------------------------------
@@ -278,7 +299,8 @@ def embed_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[F
     module = get_module(model)
     device = module_device(module)
     word_dropout = model.attrs["word_dropout"] if is_train else 0.0
-    flat = run(model, is_train, lambda: module(*_inputs(model, docs, device), word_dropout))
+    vectors_dropout = model.attrs.get("vectors_dropout", 0.0) if is_train else 0.0
+    flat = run(model, is_train, lambda: module(*_inputs(model, docs, device), word_dropout, vectors_dropout))
     return embedder_output(model, flat, lengths)
 
 
@@ -289,6 +311,7 @@ def embed_init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> Model:
             raise ConfigError("bilstm_tagger: include_static_vectors needs sample docs at initialize")
         vocab = X[0].vocab
         spec["vectors_width"] = vectors_width_of(vocab)
+        spec["vectors_trainable"] = min(spec.get("vectors_trainable", 0), int(vocab.vectors.shape[0]))
         # The attribute becomes part of the model's own settings; a reload never asks Vectors again.
         model.attrs["vectors_attr"] = resolve_vectors_attr(model.attrs["vectors_attr"], vocab.vectors, vocab.strings)
     module = HashCharEmbedder(**spec)
@@ -310,13 +333,19 @@ def build_hash_char_embed(
     include_static_vectors: bool = False,
     vectors_attr: Optional[str] = None,
     word_dropout: float = 0.25,
+    vectors_trainable: int = 0,
+    vectors_norm: bool = False,
+    vectors_dropout: float = 0.0,
 ) -> Model[List[Doc], List[Floats2d]]:
     """Token vectors from hashed NORM/PREFIX/SUFFIX/SHAPE tables, a byte CNN and optional static vectors.
 
     `vectors_attr` (ORTH, LOWER, NORM) is the token attribute the static vectors
     are looked up by; null reads it off the table (all keys lower-case: LOWER).
     It is saved with the model. `word_dropout` zeroes the first table's row
-    (the word itself) for that share of tokens in training.
+    (the word itself) for that share of tokens in training. `vectors_trainable`
+    makes the first N rows of the vectors table trainable (starting from their
+    pretrained values), `vectors_norm` scales every vector to unit length and
+    `vectors_dropout` is dropout on the vectors in training.
     """
     if not (len(attrs) == len(rows) == len(widths)):
         raise ConfigError("attrs, rows and widths must have the same length")
@@ -324,12 +353,17 @@ def build_hash_char_embed(
         raise ConfigError(f"max_chars ({max_chars}) must be at least char_kernel ({char_kernel})")
     if not 0.0 <= word_dropout < 1.0:
         raise ConfigError("word_dropout must lie in [0, 1)")
+    if not 0.0 <= vectors_dropout < 1.0:
+        raise ConfigError("vectors_dropout must lie in [0, 1)")
+    if vectors_trainable < 0:
+        raise ConfigError("vectors_trainable must be 0 (frozen vectors) or a number of rows")
     if vectors_attr is not None and vectors_attr.upper() not in VECTOR_ATTRS:
         raise ConfigError(f"vectors_attr must be one of {', '.join(VECTOR_ATTRS)} or null, not {vectors_attr!r}")
     spec = dict(
         rows=list(rows), widths=list(widths), char_embed=char_embed if char_width else 0, char_width=char_width,
         # The vectors' width is known once the table is (at initialize); null until then.
         char_kernel=char_kernel if char_width else 0, vectors_width=None if include_static_vectors else 0,
+        vectors_trainable=vectors_trainable if include_static_vectors else 0, vectors_norm=vectors_norm,
     )
     return Model(
         "hash_char_embed",
@@ -343,6 +377,7 @@ def build_hash_char_embed(
             include_static_vectors=include_static_vectors,
             vectors_attr=vectors_attr.upper() if vectors_attr else None,
             word_dropout=word_dropout,
+            vectors_dropout=vectors_dropout,
             spec=spec,
         ),
         shims=[make_shim()],
