@@ -117,7 +117,8 @@ def read_split(nlp, args: argparse.Namespace, split: str, limit: int = 0) -> lis
 
     _, pipe = find_tagger(nlp)
     reader = HFDatasetReader(args.dataset, split, args.name, args.tokens_column, args.tags_column, pipe.task.name,
-                             pipe.task.spans_key, limit, args.revision)
+                             pipe.task.spans_key, limit, args.revision,
+                             group_sentences=getattr(args, "group_sentences", 1))
     return list(reader(nlp))
 
 

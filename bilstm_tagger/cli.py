@@ -79,7 +79,8 @@ def evaluate(args: argparse.Namespace) -> int:
     task = tagger.task
     target, spans_key = task.name, task.spans_key
     reader = HFDatasetReader(
-        args.dataset, args.split, args.name, args.tokens_column, args.tags_column, target, spans_key, args.limit, args.revision
+        args.dataset, args.split, args.name, args.tokens_column, args.tags_column, target, spans_key, args.limit, args.revision,
+        group_sentences=args.group_sentences,
     )
     gold = list(reader(nlp))
     n_words = sum(len(eg.reference) for eg in gold)
@@ -124,7 +125,8 @@ def convert(args: argparse.Namespace) -> int:
     nlp = spacy.blank(args.lang)
     for split in splits:
         reader = HFDatasetReader(
-            args.dataset, split, args.name, args.tokens_column, args.tags_column, args.target, args.spans_key, args.limit, args.revision
+            args.dataset, split, args.name, args.tokens_column, args.tags_column, args.target, args.spans_key, args.limit, args.revision,
+            group_sentences=args.group_sentences,
         )
         doc_bin = DocBin(store_user_data=True)
         for eg in _progress(reader(nlp), len(reader), split):
@@ -171,6 +173,11 @@ def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokens-column", default="tokens", help="column holding the token lists")
     parser.add_argument("--tags-column", default="ner_tags", help="column holding the tags (ClassLabel ids or strings)")
     parser.add_argument("--limit", type=int, default=0, help="read at most this many rows per split (0 = all)")
+    parser.add_argument(
+        "--group-sentences", type=int, default=1, metavar="N",
+        help="join up to N consecutive rows into one Doc with sentence starts (document context; "
+        "use what the model was trained with); scores stay per row",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -97,7 +97,12 @@ class HFDatasetReader:
         limit: int,
         revision: Optional[str],
         extra_columns: Optional[Dict[str, str]] = None,
+        group_sentences: int = 1,
+        doc_marker: Optional[str] = "-DOCSTART-",
     ) -> None:
+        if group_sentences < 1:
+            raise DatasetError(f"group_sentences must be at least 1 (one row per Doc), not {group_sentences}")
+        self.group_sentences, self.doc_marker = group_sentences, doc_marker
         try:
             self.task = get_task(target, spans_key=spans_key)
             self.extra_tasks = {column: get_task(t, spans_key=spans_key) for column, t in (extra_columns or {}).items()}
@@ -186,16 +191,45 @@ class HFDatasetReader:
                 )
 
     def __call__(self, nlp: Language) -> Iterator[Example]:
-        extras = [(self.extra_tasks[c], self._rows(column=c)) for c in self.extra_tasks]
-        for _, words, tags in self._rows():
-            predicted = Doc(nlp.vocab, words=words)
-            reference = Doc(nlp.vocab, words=words)
-            self.task.write_gold(reference, tags)
-            for task, rows in extras:
-                task.write_gold(reference, next(rows)[2])
-            yield Example(predicted, reference)
+        extras = [self._rows(column=c) for c in self.extra_tasks]
+        rows = (([words], [tags], [[next(r)[2]] for r in extras]) for _, words, tags in self._rows())
+        for words, tags, extra_tags in self._grouped(rows):
+            yield self._example(nlp, words, tags, extra_tags)
+
+    def _grouped(self, rows):
+        """Consecutive rows, up to group_sentences per Doc. A row that is only the doc marker
+        (CoNLL's -DOCSTART-) ends a group and stays a Doc of its own, so every token is still scored."""
+        group = None
+        for row in rows:
+            marker = self.doc_marker is not None and row[0][0] == [self.doc_marker]
+            if group and (marker or len(group[0]) == self.group_sentences):
+                yield group
+                group = None
+            if marker:
+                yield row
+            elif group is None:
+                group = row
+            else:
+                group[0].extend(row[0])
+                group[1].extend(row[1])
+                for mine, theirs in zip(group[2], row[2]):
+                    mine.extend(theirs)
+        if group:
+            yield group
+
+    def _example(self, nlp: Language, sentences: List[List[str]], tags: List[List[str]], extra_tags) -> Example:
+        words = [w for sentence in sentences for w in sentence]
+        # Sentence starts are set on both sides, like `spacy convert -n`; the scorer scores sentence by sentence.
+        starts = [i == 0 for sentence in sentences for i in range(len(sentence))] if len(sentences) > 1 else None
+        predicted = Doc(nlp.vocab, words=words, sent_starts=starts)
+        reference = Doc(nlp.vocab, words=words, sent_starts=starts)
+        self.task.write_gold(reference, [t for sentence in tags for t in sentence])
+        for task, column_tags in zip(self.extra_tasks.values(), extra_tags):
+            task.write_gold(reference, [t for sentence in column_tags for t in sentence])
+        return Example(predicted, reference)
 
     def __len__(self) -> int:
+        """Rows in the split (Docs, unless group_sentences > 1 joins them)."""
         return len(self.dataset)
 
 
@@ -211,6 +245,8 @@ def create_hf_reader(
     limit: int = 0,
     revision: Optional[str] = None,
     extra_columns: Dict[str, str] = {},
+    group_sentences: int = 1,
+    doc_marker: Optional[str] = "-DOCSTART-",
 ) -> Callable[[Language], Iterator[Example]]:
     """A corpus from a Hugging Face dataset (hub id or local dir) with a tokens and a tags column.
 
@@ -218,5 +254,11 @@ def create_hf_reader(
     targets ("ents", "spans"), or any labels for token targets ("tag", "pos").
     `extra_columns` maps more tag columns to their targets, e.g. {"pos_tags": "tag"},
     so one corpus trains several components (see configs/ner_shared_tok2vec.cfg).
+    `group_sentences` > 1 joins up to that many consecutive rows into one Doc with
+    sentence starts set (document context, as `spacy convert -n` does); a row
+    holding only `doc_marker` (CoNLL's -DOCSTART-) starts a new group.
     """
-    return HFDatasetReader(path, split, name, tokens_column, tags_column, target, spans_key, limit, revision, extra_columns)
+    return HFDatasetReader(
+        path, split, name, tokens_column, tags_column, target, spans_key, limit, revision, extra_columns,
+        group_sentences, doc_marker,
+    )

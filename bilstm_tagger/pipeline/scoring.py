@@ -24,14 +24,27 @@ def _as_tuples(spans: Iterable[Span]):
 def tag_sequences(
     examples: Iterable[Example], get_spans: SpanGetter, scheme: str = "IOB2"
 ) -> Tuple[List[List[str]], List[List[str]]]:
-    """Gold and predicted tag sequences, both over the predicted tokenization."""
+    """Gold and predicted tag sequences, both over the predicted tokenization, one per gold sentence
+    (a Doc that groups several dataset rows is scored row by row, exactly as ungrouped)."""
     y_true, y_pred = [], []
     for eg in examples:
         pred = eg.predicted
         gold = eg.get_aligned_spans_y2x(get_spans(eg.reference), allow_overlap=True)
-        y_true.append(tags_from_spans(_as_tuples(gold), len(pred), scheme))
-        y_pred.append(tags_from_spans(_as_tuples(get_spans(pred)), len(pred), scheme))
+        true_tags = tags_from_spans(_as_tuples(gold), len(pred), scheme)
+        pred_tags = tags_from_spans(_as_tuples(get_spans(pred)), len(pred), scheme)
+        for start, end in _gold_sentences(eg):
+            y_true.append(true_tags[start:end])
+            y_pred.append(pred_tags[start:end])
     return y_true, y_pred
+
+
+def _gold_sentences(eg: Example) -> List[Tuple[int, int]]:
+    """Token ranges of the reference's sentences when it has them and shares the predicted tokens."""
+    ref, n = eg.reference, len(eg.predicted)
+    if n == 0 or len(ref) != n or not ref.has_annotation("SENT_START"):
+        return [(0, n)]
+    starts = [t.i for t in ref if t.is_sent_start] or [0]
+    return list(zip(starts, starts[1:] + [n]))
 
 
 def _check_mode(mode: Optional[str]) -> None:
