@@ -9,6 +9,7 @@ otherwise).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
@@ -62,11 +63,34 @@ def _deserialize(_old: Any, data: bytes, device: torch.device) -> nn.Module:
 
 
 class TorchShim(PyTorchShim):
-    """thinc's PyTorchShim, for a module that may not be built yet when spaCy moves the model."""
+    """thinc's PyTorchShim, for a module that may not be built yet when spaCy moves the model,
+    and whose parameters follow the optimizer's averages (`use_averages = true`)."""
 
     def to_device(self, device_type: str, device_id: int) -> None:
         if self._model is not None:  # an unbuilt module is created on thinc's current device later
             super().to_device(device_type, device_id)
+
+    @contextlib.contextmanager
+    def use_params(self, params: Dict[Any, Any]):
+        # thinc's optimizer keeps a torch parameter's moving average under (shim id, name), but
+        # PyTorchShim.use_params looks for string keys, so spaCy's evaluation and model-best never
+        # saw the averages. Swap them in here, and the trained values back afterwards.
+        module = self._model
+        named = dict(module.named_parameters()) if module is not None else {}
+        averages = {name: params[(self.id, name)] for name in named if (self.id, name) in params}
+        if not averages:
+            yield
+            return
+        backup = {name: named[name].detach().clone() for name in averages}
+        try:
+            with torch.no_grad():
+                for name, value in averages.items():
+                    named[name].copy_(xp2torch(value, device=named[name].device).view_as(named[name]))
+            yield
+        finally:
+            with torch.no_grad():
+                for name, value in backup.items():
+                    named[name].copy_(value)
 
 
 def make_shim(module: Optional[nn.Module] = None) -> PyTorchShim:
