@@ -32,6 +32,21 @@ def _parse_budget(text: str) -> float:
     return float(text)
 
 
+def _parse_sets(items) -> dict:
+    import json
+
+    sets = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        try:
+            sets[key] = json.loads(value)
+        except json.JSONDecodeError:
+            sets[key] = value  # a bare string
+    return sets
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ner", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--time-budget", default="30m", help="CPU-time budget for training, e.g. 30m, 900s")
     tr.add_argument("--threads", type=int, default=1)
     tr.add_argument("--vectors", default=None, help="pipeline dir from `python -m bilstm_tagger vectors` (vector systems)")
+    tr.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
+                    help="config override on top of the system's, e.g. components.bilstm_tagger.model.dropout=0.3 (repeatable)")
+    tr.add_argument("--group-sentences", type=int, default=1, metavar="N",
+                    help="document context: up to N consecutive rows per Doc in training, validation and scoring")
+    tr.add_argument("--name", default=None, help="result/model name for a variant (default: the system's)")
+    tr.add_argument("--no-test", action="store_true",
+                    help="score validation only and write results/<dataset>/dev_only/NAME.json (for choosing settings)")
     sp = sub.add_parser("speed", help="time every trained system in one process, interleaved")
     sp.add_argument("--dataset", required=True)
     sp.add_argument("--systems", nargs="*", default=None, help="default: every system with a result file")
@@ -67,7 +89,10 @@ def main(argv=None) -> int:
     from . import runner  # heavy imports only after the thread settings
 
     if args.command == "train":
-        runner.train(args.system, args.dataset, _parse_budget(args.time_budget), args.threads, args.vectors)
+        runner.train(
+            args.system, args.dataset, _parse_budget(args.time_budget), args.threads, args.vectors,
+            name=args.name, sets=_parse_sets(args.set), test=not args.no_test, group=args.group_sentences,
+        )
     elif args.command == "speed":
         runner.speed(args.dataset, args.systems, args.threads, args.batch_size, args.repeats)
     elif args.command == "memory":

@@ -95,13 +95,13 @@ def environment(threads: int) -> dict:
     }
 
 
-def gold_examples(nlp, dataset: str, split: str, limit: int = 0) -> List[Example]:
-    return list(create_hf_reader(dataset, split=split, limit=limit)(nlp))
+def gold_examples(nlp, dataset: str, split: str, limit: int = 0, group: int = 1) -> List[Example]:
+    return list(create_hf_reader(dataset, split=split, limit=limit, group_sentences=group)(nlp))
 
 
-def score_split(nlp, dataset: str, split: str) -> dict:
-    """seqeval scores of `nlp` on a split: the same call for every system."""
-    gold = gold_examples(nlp, dataset, split)
+def score_split(nlp, dataset: str, split: str, group: int = 1) -> dict:
+    """seqeval scores of `nlp` on a split: the same call for every system (per row, however grouped)."""
+    gold = gold_examples(nlp, dataset, split, group=group)
     docs = list(nlp.pipe((eg.predicted for eg in gold), batch_size=256))
     return score_seqeval([Example(d, eg.reference) for d, eg in zip(docs, gold)], target="ents")
 
@@ -110,14 +110,21 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def train(system_name: str, dataset: str, budget_s: float, threads: int, vectors: Optional[str]) -> None:
+def train(
+    system_name: str, dataset: str, budget_s: float, threads: int, vectors: Optional[str],
+    name: Optional[str] = None, sets: Optional[Dict[str, object]] = None, test: bool = True, group: int = 1,
+) -> None:
+    """Train one system (plus `sets` overrides, saved as `name`) and score it on validation (and test)."""
     system = SYSTEMS[system_name]
+    name = name or system.name
     torch.set_num_threads(threads)
-    out_dir = MODELS / _slug(dataset) / system.name
+    out_dir = MODELS / _slug(dataset) / name
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    config = load_system_config(system, dataset, vectors, threads)
+    config = load_system_config(system, dataset, vectors, threads, sets)
+    for corpus in ("train", "dev"):
+        config["corpora"][corpus]["group_sentences"] = group
     config["training"]["logger"] = {"@loggers": "benchmarks.BudgetLogger.v1", "budget_s": budget_s, "log_path": str(out_dir / "log.jsonl")}
     spacy.util.fix_random_seed(0)
     nlp = init_nlp(config)
@@ -132,7 +139,9 @@ def train(system_name: str, dataset: str, budget_s: float, threads: int, vectors
     best = max(records, key=lambda r: r["score"])
     best_nlp = spacy.load(out_dir / "model-best")
     result = {
-        "system": system.name,
+        "system": name,
+        "base_system": system.name,
+        "overrides": sets or {},
         "description": system.description,
         "ours": system.ours,
         "dataset": dataset,
@@ -150,17 +159,20 @@ def train(system_name: str, dataset: str, budget_s: float, threads: int, vectors
             "time_to_best_cpu_s": best["cpu_s"],
             "time_to_best_wall_s": best["wall_s"],
         },
-        "dev": score_split(best_nlp, dataset, "validation"),
-        "test": score_split(best_nlp, dataset, "test"),
+        "group_sentences": group,
+        "dev": score_split(best_nlp, dataset, "validation", group),
+        # Variants chosen on validation skip test (--no-test): test is scored once per final configuration.
+        "test": score_split(best_nlp, dataset, "test", group) if test else None,
         "curve": [{k: r[k] for k in ("step", "cpu_s", "wall_s", "score")} for r in records],
         "model_size_bytes": _dir_size(out_dir / "model-best"),
-        "command": f"python -m benchmarks.ner train --system {system.name} --dataset {dataset} "
-        f"--time-budget {budget_s:.0f}s --threads {threads}" + (f" --vectors {vectors}" if vectors and system.vectors else ""),
+        "command": "python -m benchmarks.ner " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("ner.py") else
+        f"python -m benchmarks.ner train --system {system.name} --dataset {dataset} --time-budget {budget_s:.0f}s --threads {threads}",
     }
-    path = RESULTS / _slug(dataset) / f"{system.name}.json"
+    path = RESULTS / _slug(dataset) / ("" if test else "dev_only") / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2, default=float) + "\n")
-    print(f"{system.name}: dev F1 {result['dev']['ents_f']:.4f}, test F1 {result['test']['ents_f']:.4f} -> {path}")
+    test_f = f", test F1 {result['test']['ents_f']:.4f}" if test else ""
+    print(f"{name}: dev F1 {result['dev']['ents_f']:.4f}{test_f} -> {path}")
 
 
 def peak_rss(model: str, dataset: str, threads: int, batch_size: int) -> None:

