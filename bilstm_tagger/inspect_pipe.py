@@ -19,6 +19,7 @@ from spacy.tokens import Doc
 from .confidence import NBestPath, make_record, record_confidences, record_nbest, token_marginals
 from .introspect import RNNInternals, attention_weights, rnn_internals
 from .ml import crf_allowed, crf_scores, encoder_parts
+from .ml.listener import check_listener_inputs
 
 
 @dataclass
@@ -69,7 +70,9 @@ def crf_transitions(pipe) -> Optional[CRFTransitions]:
 def token_vectors(pipe, docs: Sequence[Doc]) -> List[np.ndarray]:
     """The embed layer's output per doc: what the encoder reads (its input dropout is off at inference)."""
     embed = pipe.model.get_ref("embed")
-    return [embed.ops.to_numpy(x) for x in embed.predict(list(docs))]
+    docs = list(docs)
+    check_listener_inputs(embed, docs)
+    return [embed.ops.to_numpy(x) for x in embed.predict(docs)]
 
 
 def network_internals(pipe, docs: Sequence[Doc]) -> Tuple[Optional[RNNInternals], List[torch.Tensor]]:

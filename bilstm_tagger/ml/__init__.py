@@ -2,6 +2,7 @@
 
 - embed.py: `bilstm_tagger.HashCharEmbed.v1` (hash tables, byte CNN, static vectors)
 - transformer.py: `bilstm_tagger.TransformerEmbed.v1` (Hugging Face features) and `bilstm_tagger.ConcatEmbed.v1`
+- listener.py: listener mode, features from a curated_transformer component in the pipeline
 - encoder.py: the BiLSTM/GRU (+ self-attention) layer, emitting per-tag scores
 - windows.py: how long docs are cut into overlapping windows and stitched back
 - decoder.py: CRF / softmax decoding and `TaggerLoss`

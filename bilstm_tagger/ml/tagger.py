@@ -2,7 +2,8 @@
 
 `bilstm_tagger.BiLSTMTagger.v2` takes any token embedder with the signature
 `Model[List[Doc], List[Floats2d]]` (ours, spaCy's `spacy.Tok2Vec.v2`, or a
-`spacy.Tok2VecListener.v1` that shares a `tok2vec` component). The model maps
+`spacy.Tok2VecListener.v1` that shares a `tok2vec` component, or a curated-transformers
+listener that shares a `curated_transformer` component: see listener.py). The model maps
 docs to numpy tag ids at inference; in training it yields emission scores for
 `TaggerLoss`. `bilstm_tagger.BiLSTMTagger.v1`, the flat architecture of
 release 0.1, builds the same three layers, and its saved weights still load.
@@ -21,6 +22,7 @@ from ..errors import ConfigError, WeightsError
 from .decoder import build_decoder
 from .embed import build_hash_char_embed
 from .encoder import build_encoder
+from .listener import check_listener_batch, check_listener_inputs, fix_curated_loss, has_listener
 from .shim import build_module, get_module, set_module
 from .weights import LEGACY_FORMAT, load_weights, looks_like_safetensors
 
@@ -29,6 +31,10 @@ LAYERS = ("embed", "encoder", "decoder")
 
 def tagger_forward(model: Model, docs: List[Doc], is_train: bool):
     embed, encoder, decoder = model.layers
+    if is_train:
+        check_listener_batch(embed)
+    else:
+        check_listener_inputs(embed, docs)
     vectors, bp_embed = embed(docs, is_train)
     scores, bp_encoder = encoder(vectors, is_train)
     output, bp_decoder = decoder(scores, is_train)
@@ -88,6 +94,8 @@ def build_bilstm_tagger_v2(
         cell, hidden_size, num_layers, proj_size, attention_heads, attention_layers, dropout, window, max_batch_tokens, nO=nO
     )
     decoder = build_decoder(crf, max_batch_tokens, nO=nO)
+    if has_listener(embed):
+        fix_curated_loss()
     model = Model(
         "bilstm_tagger",
         tagger_forward,
@@ -242,6 +250,7 @@ def load_legacy(model: Model, data: bytes) -> None:
 
 def emission_scores(model: Model, docs: List[Doc]) -> List[Floats2d]:
     """The encoder's per-tag scores for each doc, before decoding (inference mode)."""
+    check_listener_inputs(model.get_ref("embed"), docs)
     return model.get_ref("encoder").predict(model.get_ref("embed").predict(docs))
 
 
