@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--vectors", default=None, help="pipeline dir from `python -m bilstm_tagger vectors` (vector systems)")
     tr.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=JSON",
                     help="config override on top of the system's, e.g. components.bilstm_tagger.model.dropout=0.3 (repeatable)")
-    tr.add_argument("--group-sentences", type=int, default=1, metavar="N",
-                    help="document context: up to N consecutive rows per Doc in training, validation and scoring")
+    tr.add_argument("--group-sentences", type=int, default=None, metavar="N",
+                    help="document context: up to N consecutive rows per Doc in training, validation and scoring "
+                    "(default: the system's own, 1 for most)")
     tr.add_argument("--name", default=None, help="result/model name for a variant (default: the system's)")
     tr.add_argument("--no-test", action="store_true",
                     help="score validation only and write results/<dataset>/dev_only/NAME.json (for choosing settings)")

@@ -112,11 +112,12 @@ def _dir_size(path: Path) -> int:
 
 def train(
     system_name: str, dataset: str, budget_s: float, threads: int, vectors: Optional[str],
-    name: Optional[str] = None, sets: Optional[Dict[str, object]] = None, test: bool = True, group: int = 1,
+    name: Optional[str] = None, sets: Optional[Dict[str, object]] = None, test: bool = True, group: Optional[int] = None,
 ) -> None:
     """Train one system (plus `sets` overrides, saved as `name`) and score it on validation (and test)."""
     system = SYSTEMS[system_name]
     name = name or system.name
+    group = group or system.group_sentences
     torch.set_num_threads(threads)
     out_dir = MODELS / _slug(dataset) / name
     if out_dir.exists():

@@ -24,6 +24,7 @@ class System:
     overrides: Dict[str, object] = field(default_factory=dict)
     vectors: bool = False  # needs --vectors
     ours: bool = True
+    group_sentences: int = 1  # document context: rows per Doc in training, validation and scoring
 
 
 SYSTEMS = {
@@ -43,6 +44,15 @@ SYSTEMS = {
             "bilstm_minilm_finetune", "ours: configs/ner_transformer.cfg, all-MiniLM-L6-v2 fine-tuned (lr x 0.025)",
             config="ner_transformer.cfg",
             overrides={"paths.transformer": MINILM, f"{T}.freeze": False, f"{T}.learn_rate_scale": 0.025},
+        ),
+        System(
+            "bilstm_context", "ours: configs/ner.cfg + document context (10 rows per Doc, windows of 64 tokens)",
+            config="ner.cfg", overrides={f"{M}.window": 64}, group_sentences=10,
+        ),
+        System(
+            "bilstm_vectors_context", "ours: configs/ner.cfg + GloVe + document context (10 rows per Doc, windows of 64)",
+            config="ner.cfg", overrides={f"{E}.include_static_vectors": True, f"{M}.window": 64}, vectors=True,
+            group_sentences=10,
         ),
         System("spacy_efficiency", "spaCy ner, `init config -p ner -o efficiency`", spacy_optimize="efficiency", ours=False),
         System("spacy_accuracy", "spaCy ner, `init config -p ner -o accuracy`, static vectors off", spacy_optimize="accuracy", ours=False),

@@ -15,7 +15,7 @@ from bilstm_tagger.pipeline.scoring import score_seqeval, tag_sequences
 from bilstm_tagger.readers import create_hf_reader
 from bilstm_tagger.schedules import count_words
 
-from .conftest import TINY_MODEL, conll_path, read_examples, SAMPLE
+from .conftest import REPO, SAMPLE, TINY_MODEL, conll_path, read_examples
 from .test_reader import write_dataset
 
 
@@ -117,3 +117,25 @@ def test_epoch_steps_follow_the_data_size(tmp_path):
 def test_epoch_decay_schedule():
     rates = list(itertools.islice(registry.schedules.get("bilstm_tagger.epoch_decay.v1")(0.002, 100, 0.05), 0, 301, 100))
     assert rates == pytest.approx([0.002, 0.002 / 1.05, 0.002 / 1.1, 0.002 / 1.15])
+
+
+@pytest.mark.parametrize("dataset", ["sample", "conll"])
+def test_the_default_config_sizes_evaluation_and_patience_by_the_data(dataset):
+    """configs/ner.cfg: evaluate every 2 epochs (at least 100 steps), stop after 10 epochs without
+    a better dev score (at least 500 steps), decay the learning rate per epoch, average the weights."""
+    from spacy.util import load_config
+
+    path = str(SAMPLE) if dataset == "sample" else conll_path()
+    config = load_config(REPO / "configs" / "ner.cfg", overrides={"paths.dataset": path}, interpolate=False)
+    training = registry.resolve(config.interpolate()["training"])
+    words = count_words(path, "train", None, "tokens", 0)
+    assert training["eval_frequency"] == max(100, round(2 * words / 1000))
+    assert training["patience"] == max(500, round(10 * words / 1000))
+    if dataset == "conll":
+        assert (training["eval_frequency"], training["patience"]) == (407, 2036)
+    optimizer = training["optimizer"]
+    assert optimizer.averages is not None
+    epoch = round(words / 1000)
+    for _ in range(2 * epoch):
+        optimizer.step_schedules()
+    assert optimizer.learn_rate == pytest.approx(0.002 / 1.1, rel=1e-3)
