@@ -260,7 +260,13 @@ def test_every_config_initializes_and_trains_a_step(config_name, tmp_path):
         "corpora.dev.limit": 10,
     }
     config = load_config(REPO / "configs" / config_name, interpolate=False)
-    if "transformer" in config["paths"]:  # no hub here: a tiny random BERT written on disk stands in
+    if config["components"].get("transformer", {}).get("factory") == "curated_transformer":
+        pytest.importorskip("spacy_curated_transformers")
+        from .test_listener import tiny_overrides
+        from .test_transformer import write_tiny_bert
+
+        overrides.update({k: v for k, v in tiny_overrides(write_tiny_bert(tmp_path / "bert")).items() if k != "paths.dataset"})
+    elif "transformer" in config["paths"]:  # no hub here: a tiny random BERT written on disk stands in
         from .test_transformer import write_tiny_bert
 
         overrides["paths.transformer"] = str(write_tiny_bert(tmp_path / "bert"))

@@ -1,0 +1,88 @@
+"""Tagging speed of trained pipelines as a ratio to spaCy's `ner`, measured in one process.
+
+    python -m benchmarks.speed_models --dataset ../shared/datasets/conll2003 --threads 2 \
+        bilstm_minilm_frozen bilstm_minilm_finetune bilstm_context
+
+Loads each named system's model-best from benchmarks/models/<dataset>/, builds the peer as
+benchmarks.threads does (configs/ner.cfg and spaCy's efficiency `ner`, initialized on 500 train
+sentences: untrained weights tag as fast as trained ones), and tags the test split with nlp.pipe,
+interleaved A B C ..., median of --repeats passes after a warm-up. A system trained with document
+context (group_sentences > 1 in its result file) tags the split grouped the same way.
+Writes benchmarks/results/<dataset>/speed_models.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Dict, List
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.speed_models", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("systems", nargs="+", help="names under benchmarks/models/<dataset>/")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=256)
+    args = parser.parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import spacy
+    import torch
+
+    from bilstm_tagger.data.readers import create_hf_reader
+
+    from .runner import MODELS, RESULTS, _slug, environment
+    from .threads import build_pipelines
+
+    torch.set_num_threads(args.threads)
+    ours, peer, _ = build_pipelines(args.dataset, args.threads)
+    pipelines = {"bilstm (configs/ner.cfg)": ours, "spacy_efficiency": peer}
+    groups = {name: 1 for name in pipelines}
+    for name in args.systems:
+        pipelines[name] = spacy.load(MODELS / _slug(args.dataset) / name / "model-best")
+        result = RESULTS / _slug(args.dataset) / f"{name}.json"
+        groups[name] = json.loads(result.read_text()).get("group_sentences", 1) if result.exists() else 1
+    blank = spacy.blank("en")
+    texts = {g: [([t.text for t in eg.predicted], [t.is_sent_start for t in eg.predicted] if g > 1 else None)
+                 for eg in create_hf_reader(args.dataset, split="test", group_sentences=g)(blank)]
+             for g in set(groups.values())}
+    n_words = sum(len(w) for w, _ in texts[1])
+
+    def docs(nlp, g: int):
+        return [spacy.tokens.Doc(nlp.vocab, words=w, sent_starts=s) for w, s in texts[g]]
+
+    for name, nlp in pipelines.items():  # warm-up (a frozen transformer's cache is per doc: fresh docs each pass)
+        list(nlp.pipe(docs(nlp, groups[name])[:200], batch_size=args.batch_size))
+    runs: Dict[str, List[float]] = {name: [] for name in pipelines}
+    for _ in range(args.repeats):
+        for name, nlp in pipelines.items():
+            batch = docs(nlp, groups[name])
+            start = time.perf_counter()
+            for _ in nlp.pipe(batch, batch_size=args.batch_size):
+                pass
+            runs[name].append(n_words / (time.perf_counter() - start))
+    peer_wps = statistics.median(runs["spacy_efficiency"])
+    out = {
+        "dataset": args.dataset, "split": "test", "words": n_words, "environment": environment(args.threads),
+        "command": "python -m benchmarks.speed_models " + " ".join(sys.argv[1:] if argv is None else argv),
+        "systems": {name: {"words_per_s_median": statistics.median(r), "runs": r, "group_sentences": groups[name],
+                           "ratio_to_spacy_efficiency": statistics.median(r) / peer_wps} for name, r in runs.items()},
+    }
+    path = RESULTS / _slug(args.dataset) / "speed_models.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    for name, row in out["systems"].items():
+        print(f"{name:28s} {row['words_per_s_median']:10,.0f} words/s  {row['ratio_to_spacy_efficiency']:.2f}x spaCy")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
