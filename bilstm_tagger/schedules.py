@@ -10,7 +10,9 @@ epochs without improvement" and "decay the learning rate per epoch" instead:
     path = ${paths.dataset}
     epochs = 1.0
 
-They resolve to plain integers, so `spacy train` runs them as it runs any config.
+They resolve to plain integers, so `spacy train` runs them as it runs any config. Use them in
+[training] values only: spaCy resolves [training.optimizer] on its own, without interpolation, in
+`nlp.create_optimizer()`, so `epoch_decay.v1` takes its steps per epoch as a number.
 """
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def test_epoch_decay_schedule():
 @pytest.mark.parametrize("dataset", ["sample", "conll"])
 def test_the_default_config_sizes_evaluation_and_patience_by_the_data(dataset):
     """configs/ner.cfg: evaluate every 2 epochs (at least 100 steps), stop after 10 epochs without
-    a better dev score (at least 500 steps), decay the learning rate per epoch, average the weights."""
+    a better dev score (at least 500 steps), average the weights."""
     from spacy.util import load_config
 
     path = str(SAMPLE) if dataset == "sample" else conll_path()
@@ -133,9 +133,4 @@ def test_the_default_config_sizes_evaluation_and_patience_by_the_data(dataset):
     assert training["patience"] == max(500, round(10 * words / 1000))
     if dataset == "conll":
         assert (training["eval_frequency"], training["patience"]) == (407, 2036)
-    optimizer = training["optimizer"]
-    assert optimizer.averages is not None
-    epoch = round(words / 1000)
-    for _ in range(2 * epoch):
-        optimizer.step_schedules()
-    assert optimizer.learn_rate == pytest.approx(0.002 / 1.1, rel=1e-3)
+    assert training["optimizer"].averages is not None
