@@ -6,7 +6,8 @@
 Loads each named system's model-best from benchmarks/models/<dataset>/, builds the peer as
 benchmarks.threads does (configs/ner.cfg and spaCy's efficiency `ner`, initialized on 500 train
 sentences: untrained weights tag as fast as trained ones), and tags the test split with nlp.pipe,
-interleaved A B C ..., median of --repeats passes after a warm-up. A system trained with document
+interleaved A B C ..., median of --repeats passes after a warm-up, with a frozen transformer's
+feature cache emptied before each pass (new text never hits it). A system trained with document
 context (group_sentences > 1 in its result file) tags the split grouped the same way.
 Writes benchmarks/results/<dataset>/speed_models.json.
 """
@@ -57,6 +58,15 @@ def main(argv=None) -> int:
              for g in set(groups.values())}
     n_words = sum(len(w) for w, _ in texts[1])
 
+    def clear_caches(nlp) -> None:
+        # A frozen transformer caches features by the doc's words; new text never hits that cache.
+        for _, pipe in nlp.pipeline:
+            for node in getattr(getattr(pipe, "model", None), "walk", lambda: [])():
+                for shim in node.shims:
+                    cache = getattr(getattr(shim, "_model", None), "cache", None)
+                    if cache is not None:
+                        cache.clear()
+
     def docs(nlp, g: int):
         return [spacy.tokens.Doc(nlp.vocab, words=w, sent_starts=s) for w, s in texts[g]]
 
@@ -66,6 +76,7 @@ def main(argv=None) -> int:
     for _ in range(args.repeats):
         for name, nlp in pipelines.items():
             batch = docs(nlp, groups[name])
+            clear_caches(nlp)
             start = time.perf_counter()
             for _ in nlp.pipe(batch, batch_size=args.batch_size):
                 pass
