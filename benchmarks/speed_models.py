@@ -39,7 +39,10 @@ def main(argv=None) -> int:
     import spacy
     import torch
 
+    from thinc.api import Model
+
     from bilstm_tagger.data.readers import create_hf_reader
+    from bilstm_tagger.ml.transformer import clear_feature_caches
 
     from .runner import MODELS, RESULTS, _slug, environment
     from .threads import build_pipelines
@@ -61,11 +64,8 @@ def main(argv=None) -> int:
     def clear_caches(nlp) -> None:
         # A frozen transformer caches features by the doc's words; new text never hits that cache.
         for _, pipe in nlp.pipeline:
-            for node in getattr(getattr(pipe, "model", None), "walk", lambda: [])():
-                for shim in node.shims:
-                    cache = getattr(getattr(shim, "_model", None), "cache", None)
-                    if cache is not None:
-                        cache.clear()
+            if isinstance(getattr(pipe, "model", None), Model):
+                clear_feature_caches(pipe.model)
 
     def docs(nlp, g: int):
         return [spacy.tokens.Doc(nlp.vocab, words=w, sent_starts=s) for w, s in texts[g]]

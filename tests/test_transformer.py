@@ -519,3 +519,15 @@ def test_a_model_dir_shipped_in_an_installed_package_is_found_by_pkg_name(bert_d
     assert layer.get_dim("nO") == 32
     with pytest.raises(ConfigError, match="pkg:no_such_package_here"):
         resolve_name_or_path("pkg:no_such_package_here")
+
+
+def test_clear_feature_caches_empties_the_frozen_cache(bert_dir):
+    from bilstm_tagger.ml.transformer import clear_feature_caches
+
+    docs = make_docs(spacy.blank("en"), ["Ann lives in Oslo", "Bob too"])
+    layer = embed_layer(bert_dir, docs, freeze=True)
+    before = layer.predict(docs)
+    cache = get_module(layer).cache
+    assert len(cache) == 2
+    assert clear_feature_caches(layer) == 1 and len(cache) == 0
+    np.testing.assert_allclose(layer.predict(docs)[0], before[0], atol=1e-6)  # recomputed, same features

