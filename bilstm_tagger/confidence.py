@@ -4,7 +4,7 @@ Tagging stays as fast as before: `set_annotations` only files a small per-doc re
 emission scores and tag ids, plus the CRF's start/transition/end scores with forbidden moves at
 -1e4, the tag inventory and the temperature) in ``doc.user_data["bilstm_tagger"][component name]``.
 `Span._.confidence` is a getter that computes, on first read, the exact probability of every span
-the component predicted on that doc (`introspect.span_marginals`, Z_constrained / Z) and caches it
+the component predicted on that doc (`ml.crf.span_marginals`, Z_constrained / Z) and caches it
 in the same record. The record is numpy + strings, so it survives `DocBin(store_user_data=True)`
 and `nlp.pipe(n_process=N)` (both msgpack user_data).
 
@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from spacy.tokens import Doc, Span
 
-from .introspect import _span_allowed, chunk_tags, crf_marginals, scale_scores, viterbi_nbest
+from .ml import crf
+from .ml.crf import chunk_tags, scale_scores, viterbi_nbest
 from .tags import spans_from_tags
 
 USER_DATA_KEY = "bilstm_tagger"
@@ -39,6 +40,7 @@ class ScoreContext:
     scheme: str
     crf: Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]  # start, transitions, end; -1e4 = forbidden
     temperature: float = 1.0
+    bias: Optional[np.ndarray] = None  # the decision bias per tag, already inside the emissions
 
 
 @dataclass
@@ -61,6 +63,8 @@ def make_record(context: ScoreContext, ids: np.ndarray, emissions: np.ndarray) -
     }
     if context.crf is not None:
         record["start"], record["transitions"], record["end"] = context.crf
+    if context.bias is not None:
+        record["bias"] = context.bias
     return record
 
 
@@ -73,7 +77,8 @@ def get_records(doc: Doc) -> Dict[str, Dict[str, Any]]:
 
 
 def _tensors(record: Dict[str, Any], temperature: Optional[float] = None):
-    """(emissions (1, T, L), mask, start, transitions, end) in float64, all divided by the temperature.
+    """(emissions (1, T, L), mask, start, transitions, end) in float64, all divided by the temperature
+    (the emissions include the decision bias, so these describe the biased model).
     A softmax record gets zero transition scores: a CRF without transitions is exactly the product
     of per-token softmaxes, so the CRF routines serve both."""
     T = record["temperature"] if temperature is None else temperature
@@ -98,30 +103,7 @@ def record_spans(record: Dict[str, Any]) -> List[SpanTuple]:
 def _scaled(record: Dict[str, Any], temperature: Optional[float]) -> Tuple[np.ndarray, ...]:
     """float64 (emissions, start, transitions, end) / T, forbidden moves at -inf (CRF records)."""
     T = record["temperature"] if temperature is None else temperature
-    arrays = [np.asarray(record[k], dtype=np.float64) for k in ("emissions", "start", "transitions", "end")]
-    return tuple(np.where(x <= -1e4, -np.inf, x) / T for x in arrays)
-
-
-def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
-    top = x.max(axis=axis, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):  # a row with no legal path: log(0) = -inf
-        return np.log(np.exp(x - top).sum(axis=axis)) + top.squeeze(axis)
-
-
-def _crf_spans(em: np.ndarray, start: np.ndarray, trans: np.ndarray, end: np.ndarray, spans: Sequence[SpanTuple],
-               tags: Sequence[str], scheme: str) -> np.ndarray:
-    """Z_constrained / Z for each span, as `introspect.span_marginals` computes it, in numpy: one
-    forward pass over the unconstrained row and one row per span, which for a sentence is many times
-    faster than torch's per-op overhead (this runs inside a getter, once per doc)."""
-    allowed = np.ones((len(spans) + 1, *em.shape), dtype=bool)
-    allowed[1:] = _span_allowed([(0, s, e, label) for s, e, label in spans], torch.tensor([len(em)]), tags, scheme, len(em)).numpy()
-    ems = np.where(allowed, em[None], -np.inf)
-    alpha = start[None] + ems[:, 0]
-    for t in range(1, len(em)):
-        alpha = _logsumexp(alpha[:, :, None] + trans[None], axis=1) + ems[:, t]
-    log_z = _logsumexp(alpha + end[None], axis=1)
-    return np.exp(log_z[1:] - log_z[0]).clip(0.0, 1.0)
+    return tuple(crf.forbidden_to_inf_np(record[k]) / T for k in ("emissions", "start", "transitions", "end"))
 
 
 def spans_probability(record: Dict[str, Any], spans: Sequence[SpanTuple], temperature: Optional[float] = None) -> np.ndarray:
@@ -130,10 +112,10 @@ def spans_probability(record: Dict[str, Any], spans: Sequence[SpanTuple], temper
         return np.zeros(0)
     tags, scheme = list(record["tags"]), record["scheme"]
     if "transitions" in record:
-        return _crf_spans(*_scaled(record, temperature), spans, tags, scheme)
+        return crf.span_marginals_np(*_scaled(record, temperature), spans, tags, scheme)
     T = record["temperature"] if temperature is None else temperature
     em = np.asarray(record["emissions"], dtype=np.float64) / T
-    probs = np.exp(em - _logsumexp(em, axis=1)[:, None])
+    probs = np.exp(em - np.logaddexp.reduce(em, axis=1)[:, None])
     return _softmax_spans(probs, spans, tags, scheme)
 
 
@@ -244,5 +226,5 @@ def token_marginals(record: Dict[str, Any]) -> np.ndarray:
     em, mask, start, trans, end = _tensors(record)
     with torch.no_grad():
         if "transitions" in record:
-            return crf_marginals(em, mask, start, trans, end)[0].numpy()
+            return crf.marginals(em, mask, start, trans, end)[0].numpy()
         return em.exp()[0].numpy()  # the softmax record's emissions are already log-probabilities

@@ -97,12 +97,9 @@ def network_internals(pipe, docs: Sequence[Doc]) -> Tuple[Optional[RNNInternals]
 
 
 def _records(pipe, docs: Sequence[Doc]) -> List[Optional[dict]]:
-    decoded = pipe.predict(docs)
-    scores = getattr(decoded, "scores", None)
-    if scores is None:  # only empty docs
-        return [None] * len(docs)
+    predictions = pipe.predict(docs)
     context = pipe._score_context()
-    return [make_record(context, ids, s) if len(ids) else None for ids, s in zip(decoded, scores)]
+    return [make_record(context, ids, s) if len(ids) else None for ids, s in zip(predictions.ids, predictions.scores)]
 
 
 def inspect_docs(pipe, docs: List[Doc]) -> List[DocInspection]:

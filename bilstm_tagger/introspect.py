@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from .tags import Span, check_scheme
+from .ml import crf
+from .tags import Span
 
 DIRECTIONS = ("forward", "backward")
 LSTM_GATES = ("input", "forget", "candidate", "output")
@@ -274,156 +275,20 @@ def attention_weights(mha: nn.MultiheadAttention, x: Tensor, padding: Optional[T
 # --------------------------------------------------------------------------------------------
 
 
-def _forward_alphas(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor) -> Tensor:
-    """alpha[b, t, j] = log-sum of all prefixes ending in tag j at t; carried through padding."""
-    alpha = start + emissions[:, 0]
-    alphas = [alpha]
-    for t in range(1, emissions.shape[1]):
-        step = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
-        alpha = torch.where(mask[:, t : t + 1], step, alpha)
-        alphas.append(alpha)
-    return torch.stack(alphas, dim=1)
-
-
-def _backward_betas(emissions: Tensor, mask: Tensor, trans: Tensor, end: Tensor) -> Tensor:
-    """beta[b, t, i] = log-sum of all suffixes after tag i at t (end score included)."""
-    batch, length, n_tags = emissions.shape
-    beta = end.expand(batch, n_tags)
-    betas = [beta]
-    for t in range(length - 2, -1, -1):
-        step = torch.logsumexp(trans + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
-        # Where t+1 is padding, t is the last real token (or padding itself): only the end score follows.
-        beta = torch.where(mask[:, t + 1 : t + 2], step, end.expand(batch, n_tags))
-        betas.append(beta)
-    return torch.stack(betas[::-1], dim=1)
-
-
-def _last_alpha(alphas: Tensor, mask: Tensor) -> Tensor:
-    last = (mask.sum(1) - 1).clamp(min=0)
-    return alphas[torch.arange(alphas.shape[0], device=alphas.device), last]
-
-
-def crf_log_partition(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor) -> Tensor:
-    """log Z per sequence (batch,)."""
-    alphas = _forward_alphas(emissions, mask, start, transitions)
-    return torch.logsumexp(_last_alpha(alphas, mask) + end, dim=1)
-
-
-def crf_marginals(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor) -> Tensor:
-    """P(tag_t = j | x) by forward-backward, (batch, time, n_tags); rows of padding are 0.
-
-    Vectorised over batch and tags; the only loop is over time.
-    """
-    alphas = _forward_alphas(emissions, mask, start, transitions)
-    betas = _backward_betas(emissions, mask, transitions, end)
-    log_z = torch.logsumexp(_last_alpha(alphas, mask) + end, dim=1)
-    marginals = torch.exp(alphas + betas - log_z[:, None, None])
-    return marginals * mask.unsqueeze(-1).to(marginals.dtype)
+# The CRF maths lives in `ml.crf`; these names are what this module has always exported.
+crf_log_partition = crf.log_partition
+crf_marginals = crf.marginals
+chunk_tags = crf.chunk_tags
+span_marginals = crf.span_marginals
+viterbi_nbest = crf.viterbi_nbest
+path_log_scores = crf.path_scores
+scale_scores = crf.scale_scores
 
 
 def softmax_marginals(emissions: Tensor, mask: Tensor) -> Tensor:
     """Per-token tag probabilities of a softmax (non-CRF) decoder, (batch, time, n_tags), 0 on padding."""
     probs = torch.softmax(emissions, dim=-1)
     return probs * mask.unsqueeze(-1).to(probs.dtype)
-
-
-def chunk_tags(length: int, label: str, scheme: str) -> List[str]:
-    """The tags of exactly one chunk of `length` tokens: U-X or B-X I-X.. L-X (BILOU), B-X I-X.. (IOB2)."""
-    if check_scheme(scheme) == "BILOU":
-        if length == 1:
-            return [f"U-{label}"]
-        return [f"B-{label}"] + [f"I-{label}"] * (length - 2) + [f"L-{label}"]
-    return [f"B-{label}"] + [f"I-{label}"] * (length - 1)
-
-
-def _span_allowed(spans: Sequence[Tuple[int, int, int, str]], lengths: Tensor, tags: Sequence[str], scheme: str, T: int) -> Tensor:
-    """allowed[n, t, j]: which tags the n-th span's constrained paths may take at t."""
-    index = {tag: j for j, tag in enumerate(tags)}
-    allowed = torch.ones(len(spans), T, len(tags), dtype=torch.bool)
-    for n, (b, s, e, label) in enumerate(spans):
-        if not 0 <= s < e <= int(lengths[b]):
-            raise ValueError(f"span ({s}, {e}) does not fit sequence {b} of length {int(lengths[b])}")
-        for t, tag in enumerate(chunk_tags(e - s, label, scheme), start=s):
-            allowed[n, t] = False
-            if tag in index:  # an unknown label keeps no path: probability 0
-                allowed[n, t, index[tag]] = True
-        # IOB2: an I-X right after the chunk would extend it. In BILOU, L-X/U-X already close it.
-        if scheme == "IOB2" and e < int(lengths[b]) and f"I-{label}" in index:
-            allowed[n, e, index[f"I-{label}"]] = False
-    return allowed
-
-
-def span_marginals(
-    emissions: Tensor,
-    mask: Tensor,
-    start: Tensor,
-    transitions: Tensor,
-    end: Tensor,
-    spans: Sequence[Tuple[int, int, int, str]],
-    tags: Sequence[str],
-    scheme: str,
-) -> Tensor:
-    """Probability that tokens [s, e) of sequence b form exactly one chunk labelled X, (n_spans,).
-
-    `spans` holds (b, s, e, X). "Exactly": the tags there are the chunk's own (see `chunk_tags`)
-    and, in IOB2, the tag at e is not I-X. Computed as Z_constrained / Z, with one batched forward
-    pass over all spans at once. It assumes the scheme's constraints are in the scores, as the
-    CRF decoder's always are; without them, ill-formed paths (say B-X O in BILOU) that a lenient
-    reader would also read as the chunk are not counted.
-    """
-    if not spans:
-        return emissions.new_zeros(0)
-    rows = torch.tensor([b for b, *_ in spans], dtype=torch.long, device=emissions.device)
-    lengths = mask.sum(1).cpu()
-    allowed = _span_allowed(spans, lengths, tags, scheme, emissions.shape[1]).to(emissions.device)
-    constrained = emissions[rows].masked_fill(~allowed, float("-inf"))
-    log_zc = crf_log_partition(constrained, mask[rows], start, transitions, end)
-    log_z = crf_log_partition(emissions, mask, start, transitions, end)[rows]
-    return torch.exp(log_zc - log_z)
-
-
-def viterbi_nbest(
-    emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor, k: int
-) -> Tuple[Tensor, Tensor]:
-    """The k best tag paths per sequence, batched: (paths (batch, k, time), log_probs (batch, k)).
-
-    Best first. Keeps the k best partial scores for every (tag, time); positions past a sequence's
-    end repeat its last tag. If a sequence has fewer than k legal paths, the extra rows have
-    log-probability -inf and arbitrary tags.
-    """
-    batch, length, n_tags = emissions.shape
-    neg_inf = torch.tensor(float("-inf"), dtype=emissions.dtype, device=emissions.device)
-    score = neg_inf.expand(batch, n_tags, k).clone()  # (batch, tag, rank)
-    score[:, :, 0] = start + emissions[:, 0]
-    # Past a sequence's end a pointer maps (tag, rank) to itself, so backtracking passes through.
-    identity = torch.arange(n_tags * k, device=emissions.device).view(1, n_tags, k).expand(batch, n_tags, k)
-    pointers = []
-    for t in range(1, length):
-        cand = score.unsqueeze(3) + transitions[None, :, None, :]  # (batch, prev, rank, next)
-        best, where = cand.reshape(batch, n_tags * k, n_tags).topk(k, dim=1)  # (batch, k, next)
-        best, where = best.transpose(1, 2) + emissions[:, t].unsqueeze(2), where.transpose(1, 2)
-        live = mask[:, t].view(batch, 1, 1)
-        score = torch.where(live, best, score)
-        pointers.append(torch.where(live, where, identity))
-    final, flat = (score + end[None, :, None]).reshape(batch, n_tags * k).topk(k, dim=1)
-    paths = torch.empty(batch, k, length, dtype=torch.long, device=emissions.device)
-    paths[:, :, length - 1] = flat // k
-    for t in range(length - 1, 0, -1):
-        flat = pointers[t - 1].reshape(batch, n_tags * k).gather(1, flat)
-        paths[:, :, t - 1] = flat // k
-    log_z = crf_log_partition(emissions, mask, start, transitions, end)
-    return paths, final - log_z[:, None]
-
-
-def path_log_scores(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor, paths: Tensor) -> Tensor:
-    """Unnormalised score of one given path per sequence (batch,), by gathers; padding is ignored
-    with `where` rather than a multiply, so -inf scores of padding moves cannot make NaN."""
-    zero = emissions.new_zeros(())
-    emit = emissions.gather(2, paths.unsqueeze(2)).squeeze(2)
-    score = torch.where(mask, emit, zero).sum(1) + start[paths[:, 0]]
-    score = score + torch.where(mask[:, 1:], transitions[paths[:, :-1], paths[:, 1:]], zero).sum(1)
-    last = paths.gather(1, (mask.sum(1, keepdim=True) - 1)).squeeze(1)
-    return score + end[last]
 
 
 # --------------------------------------------------------------------------------------------
@@ -489,19 +354,6 @@ def entity_calibration_pairs(
             conf.append(c)
             ok.append((s, e, label) in gold_set)
     return np.asarray(conf, dtype=np.float64), np.asarray(ok, dtype=bool)
-
-
-def _finite_impossible(x: Tensor) -> Tensor:
-    # -1e4-style "impossible" scores would become possible once divided by a large T.
-    return x.masked_fill(x <= -1e4, float("-inf"))
-
-
-def scale_scores(
-    emissions: Tensor, start: Tensor, transitions: Tensor, end: Tensor, temperature: float
-) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Every path score divided by `temperature` (emissions, start, transitions and end alike);
-    scores <= -1e4 (forbidden) become -inf so they stay forbidden at any temperature."""
-    return tuple(_finite_impossible(x) / temperature for x in (emissions, start, transitions, end))  # type: ignore[return-value]
 
 
 def gold_nll(

@@ -6,8 +6,9 @@ on real tokens; every sequence has at least one token. Gold tags use -1 for
 "missing": those positions constrain nothing (the CRF marginalises over them,
 softmax ignores them).
 
-As a thinc layer the decoder passes the scores on unchanged in training (the
-loss, `TaggerLoss`, needs them) and decodes them to numpy tag ids at inference.
+As a thinc layer the decoder passes the scores on unchanged, in training and at inference alike:
+it holds the decoder's parameters, `TaggerLoss` turns scores into the loss and `decode` turns them
+into tag ids (the pipe calls it, after applying its decision bias).
 """
 from __future__ import annotations
 
@@ -22,12 +23,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
+from . import crf
 from .shim import get_module, make_shim, module_device, set_module, torch_module
 from .windows import plan_chunks
 
-# A finite "impossible" score for training: -inf would turn gradients into NaN
-# wherever a whole row is impossible. exp(-1e4) is exactly 0.0 in float32.
-_IMPOSSIBLE = -1e4
 
 
 @torch_module
@@ -81,21 +80,11 @@ class CRFDecoder(nn.Module):
 
     def log_partition(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log Z per sequence by the forward algorithm, vectorised over batch and tags."""
-        start, trans, end = self._scores(_IMPOSSIBLE)
-        alpha = start + emissions[:, 0]
-        for t in range(1, emissions.shape[1]):
-            step = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
-            alpha = torch.where(mask[:, t : t + 1], step, alpha)
-        return torch.logsumexp(alpha + end, dim=1)
+        return crf.log_partition(emissions, mask, *self._scores(crf.IMPOSSIBLE))
 
     def path_score(self, emissions: torch.Tensor, mask: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
         """Score of one given tag path per sequence, by gathers (no loop over time)."""
-        start, trans, end = self._scores(_IMPOSSIBLE)
-        real = mask.to(emissions.dtype)
-        score = (emissions.gather(2, tags.unsqueeze(2)).squeeze(2) * real).sum(1) + start[tags[:, 0]]
-        score = score + (trans[tags[:, :-1], tags[:, 1:]] * real[:, 1:]).sum(1)
-        last = tags.gather(1, (mask.sum(1, keepdim=True) - 1)).squeeze(1)
-        return score + end[last]
+        return crf.path_scores(emissions, mask, *self._scores(crf.IMPOSSIBLE), tags)
 
     def loss(self, emissions: torch.Tensor, mask: torch.Tensor, gold: torch.Tensor) -> torch.Tensor:
         """Summed negative log-likelihood of the gold tags.
@@ -114,30 +103,13 @@ class CRFDecoder(nn.Module):
         if not complete.all():
             rows = (~complete).nonzero().squeeze(1)
             agrees = F.one_hot(gold[rows].clamp(min=0), self.n_tags).bool() | ~known[rows].unsqueeze(-1)
-            partial = self.log_partition(emissions[rows].masked_fill(~agrees, _IMPOSSIBLE), mask[rows])
+            partial = self.log_partition(emissions[rows].masked_fill(~agrees, crf.IMPOSSIBLE), mask[rows])
             log_gold = log_gold.index_put((rows,), partial)
         return (log_z - log_gold).sum()
 
     def decode(self, emissions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Batched Viterbi. Illegal moves score -inf, so no legal-path-free output is possible."""
-        start, trans, end = self._scores(float("-inf"))
-        batch, length, n_tags = emissions.shape
-        score = start + emissions[:, 0]
-        backpointers = []
-        identity = torch.arange(n_tags, device=emissions.device).expand(batch, n_tags)
-        for t in range(1, length):
-            best, best_prev = (score.unsqueeze(2) + trans).max(dim=1)
-            live = mask[:, t : t + 1]
-            score = torch.where(live, best + emissions[:, t], score)
-            # Past a sequence's end the pointer is the identity, so backtracking passes through.
-            backpointers.append(torch.where(live, best_prev, identity))
-        tags = torch.empty(batch, length, dtype=torch.long, device=emissions.device)
-        last = (score + end).argmax(dim=1)
-        tags[:, length - 1] = last
-        for t in range(length - 1, 0, -1):
-            last = backpointers[t - 1].gather(1, last.unsqueeze(1)).squeeze(1)
-            tags[:, t - 1] = last
-        return tags
+        """Batched Viterbi. Illegal moves score -inf, so no illegal path can come out."""
+        return crf.viterbi(emissions, mask, *self._scores(float("-inf")))
 
 
 def make_decoder(crf: bool, n_tags: int) -> nn.Module:
@@ -156,16 +128,7 @@ def _padded(scores: Sequence[Floats2d], device: torch.device) -> Tuple[torch.Ten
     return padded, mask.to(device)
 
 
-class Decoded(list):
-    """Best tag ids per doc (a plain list of Ints1d to every caller), with the emission scores they
-    were decoded from in `.scores`, so confidences can be computed later without a second pass."""
-
-    def __init__(self, ids: List[Ints1d], scores: List[Floats2d]) -> None:
-        super().__init__(ids)
-        self.scores = scores
-
-
-def decode(model: Model, scores: List[Floats2d]) -> Decoded:
+def decode(model: Model, scores: List[Floats2d]) -> List[Ints1d]:
     """Best tag ids per doc (Viterbi for the CRF, argmax for softmax), in length-sorted bounded chunks."""
     module = get_module(model)
     device = module_device(module)
@@ -178,13 +141,12 @@ def decode(model: Model, scores: List[Floats2d]) -> Decoded:
             best = module.decode(emissions, mask).cpu().numpy()
             for row, i in enumerate(ids):
                 result[i] = best[row, : len(scores[i])]
-    return Decoded(result, scores)
+    return result
 
 
 def decoder_forward(model: Model, scores: List[Floats2d], is_train: bool):
-    if is_train:
-        return scores, lambda d_scores: d_scores
-    return decode(model, scores), lambda d: d
+    """The scores pass through unchanged: the loss (`TaggerLoss`) and `decode` read them."""
+    return scores, lambda d_scores: d_scores
 
 
 def decoder_init(model: Model, X=None, Y=None) -> Model:
@@ -195,7 +157,7 @@ def decoder_init(model: Model, X=None, Y=None) -> Model:
     return model
 
 
-def build_decoder(crf: bool, max_batch_tokens: int, nO: Optional[int] = None) -> Model[List[Floats2d], List[Ints1d]]:
+def build_decoder(crf: bool, max_batch_tokens: int, nO: Optional[int] = None) -> Model[List[Floats2d], List[Floats2d]]:
     return Model(
         "crf_decoder" if crf else "softmax_decoder",
         decoder_forward,
@@ -211,7 +173,7 @@ def set_transition_constraints(model: Model, start: np.ndarray, trans: np.ndarra
     get_module(model).set_constraints(start, trans, end)
 
 
-def crf_scores(model: Model, impossible: Optional[float] = _IMPOSSIBLE) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def crf_scores(model: Model, impossible: Optional[float] = crf.IMPOSSIBLE) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The CRF's learned (start, transitions[from, to], end) scores as float32 numpy arrays, with
     every move the tag scheme forbids set to `impossible` (-1e4 by default: finite, so it survives
     msgpack and JSON, and exp(-1e4) is 0); `impossible=None` gives the raw learned scores.

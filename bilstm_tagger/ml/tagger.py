@@ -4,8 +4,8 @@
 `Model[List[Doc], List[Floats2d]]` (ours, spaCy's `spacy.Tok2Vec.v2`, or a
 `spacy.Tok2VecListener.v1` that shares a `tok2vec` component, or a curated-transformers
 listener that shares a `curated_transformer` component: see listener.py). The model maps
-docs to numpy tag ids at inference; in training it yields emission scores for
-`TaggerLoss`. `bilstm_tagger.BiLSTMTagger.v1`, the flat architecture of
+docs to per-tag emission scores, in training and at inference alike; `TaggerLoss` turns them
+into the loss and `decoder.decode` into tag ids. `bilstm_tagger.BiLSTMTagger.v1`, the flat architecture of
 release 0.1, builds the same three layers, and its saved weights still load.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import srsly
 from spacy.tokens import Doc
 from spacy.util import registry
 from thinc.api import Model
-from thinc.types import Floats2d, Ints1d
+from thinc.types import Floats2d
 
 from ..errors import ConfigError, WeightsError
 from .decoder import build_decoder
@@ -82,8 +82,9 @@ def build_bilstm_tagger_v2(
     window: int = 256,
     max_batch_tokens: int = 8192,
     nO: Optional[int] = None,
-) -> Model[List[Doc], List[Ints1d]]:
-    """BiLSTM(-CRF) tagger over any token embedder.
+) -> Model[List[Doc], List[Floats2d]]:
+    """BiLSTM(-CRF) tagger over any token embedder: docs in, per-tag emission scores out
+    (`decode` with the model's "decoder" ref turns them into tag ids).
 
     `cell` is "lstm" or "gru"; `proj_size` projects LSTM states; attention_heads > 0
     adds `attention_layers` self-attention blocks; `crf` picks a linear-chain CRF
@@ -129,7 +130,7 @@ def build_bilstm_tagger(
     window: int = 256,
     max_batch_tokens: int = 8192,
     nO: Optional[int] = None,
-) -> Model[List[Doc], List[Ints1d]]:
+) -> Model[List[Doc], List[Floats2d]]:
     """Release 0.1's flat architecture: `HashCharEmbed.v1` under `BiLSTMTagger.v2`. Prefer v2 in new configs."""
     embed = build_hash_char_embed(
         embed_attrs, embed_rows, embed_widths, char_width, char_embed, char_kernel, max_chars,
