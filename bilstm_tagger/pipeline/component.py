@@ -10,6 +10,7 @@ settings with pydantic from its real annotations.
 """
 
 import hashlib
+from dataclasses import dataclass
 import os
 import tempfile
 import warnings
@@ -26,16 +27,17 @@ from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import from_bytes, from_disk, to_bytes, to_disk
 from thinc.api import Config, Model
 
-from ..confidence import ScoreContext, make_record, register_extensions, store_record, write_alternatives
+from ..confidence import ScoreContext, make_record, record_confidences, register_extensions, store_record, write_alternatives
 from ..errors import ConfigError, ModelLoadError, WeightsError
-from ..ml import Decoded, TaggerLoss, check_vectors, crf_scores, is_initialized, load_tagger_bytes, set_transition_constraints
+from ..ml import TaggerLoss, check_vectors, crf_scores, decode, is_initialized, load_tagger_bytes, set_transition_constraints
+from .decision import Thresholds, bias_vector, check_bias, check_thresholds, threshold_for
 from .tasks import TASKS, SpanTask, Task, get_task
 from .threads import ThreadTuner, make_tuner
 
 WEIGHTS_FILE = "model"
 CFG_FILE = "cfg"
 # Settings that only change what inference writes: the config given at load time wins over the saved cfg.
-RUNTIME_SETTINGS = ("alternatives_key", "alternatives_k", "alternatives_threshold")
+RUNTIME_SETTINGS = ("alternatives_key", "alternatives_k", "alternatives_threshold", "min_confidence")
 
 DEFAULT_MODEL = Config().from_str(
     """
@@ -46,6 +48,25 @@ DEFAULT_MODEL = Config().from_str(
 @architectures = "bilstm_tagger.HashCharEmbed.v1"
 """
 )["model"]
+
+
+@dataclass
+class Predictions:
+    """What `BiLSTMTagger.predict` returns: per doc, the tag ids (int64, indices into `pipe.tags`)
+    and the emission scores they were decoded from (float32, (n_tokens, n_tags), decision bias
+    included), which `set_annotations` files for `Span._.confidence`."""
+
+    ids: List[np.ndarray]
+    scores: List[np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self):
+        return iter(self.ids)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return self.ids[i]
 
 
 class BiLSTMTagger(TrainablePipe):
@@ -65,6 +86,7 @@ class BiLSTMTagger(TrainablePipe):
         alternatives_key: Optional[str] = None,
         alternatives_k: int = 5,
         alternatives_threshold: float = 0.05,
+        min_confidence: Thresholds = None,
     ) -> None:
         """Create the pipe; a factory (`bilstm_tagger`, `bilstm_spans`, `bilstm_tags`, `bilstm_pos`) calls this.
 
@@ -81,6 +103,8 @@ class BiLSTMTagger(TrainablePipe):
             doc.spans[alternatives_key] (None = off; costs an n-best search per doc when on).
         alternatives_k (int): how many best paths to take alternatives from.
         alternatives_threshold (float): keep an alternative when its exact probability is at least this.
+        min_confidence (None, float or Dict[str, float]): span tasks: drop a predicted span whose exact
+            probability (`Span._.confidence`) is below this, globally or per label (None = keep all).
         """
         self.task: Task = get_task(target, scheme, spans_key)
         if torch_threads < 0:
@@ -89,6 +113,9 @@ class BiLSTMTagger(TrainablePipe):
             raise ConfigError("bilstm_tagger: alternatives_key needs a span task (ents or spans) and a key other than spans_key")
         if alternatives_k < 2 or not 0.0 <= alternatives_threshold <= 1.0:
             raise ConfigError("bilstm_tagger: alternatives_k must be >= 2 and alternatives_threshold in [0, 1]")
+        min_confidence = check_thresholds(min_confidence)
+        if min_confidence is not None and not isinstance(self.task, SpanTask):
+            raise ConfigError("bilstm_tagger: min_confidence needs a span task (ents or spans)")
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -102,7 +129,9 @@ class BiLSTMTagger(TrainablePipe):
             "alternatives_key": alternatives_key,
             "alternatives_k": alternatives_k,
             "alternatives_threshold": alternatives_threshold,
+            "min_confidence": min_confidence,
             "temperature": None,  # set by `python -m bilstm_tagger calibrate`
+            "decision_bias": None,  # set by `python -m bilstm_tagger calibrate`: see pipeline/decision.py
         }
         self._tag_index: Optional[Dict[str, int]] = None
         self._threads_set_in: Optional[int] = None
@@ -194,46 +223,62 @@ class BiLSTMTagger(TrainablePipe):
         return fn() if self._tuner is None else self._tuner.run(n_tokens, fn)
 
     # ---- inference ----------------------------------------------------------
-    def predict(self, docs: Iterable[Doc]) -> List[np.ndarray]:
-        """Tag ids for each doc, one per token.
+    def predict(self, docs: Iterable[Doc]) -> Predictions:
+        """Tag ids for each doc, one per token, with the emission scores they were decoded from.
 
         docs (Iterable[Doc]): the docs to tag.
-        RETURNS (List[np.ndarray]): int64 tag ids, indices into `self.tags`; the list also carries
-            each doc's emission scores in `.scores` (float32, (n_tokens, n_tags)) for confidences.
+        RETURNS (Predictions): per doc, int64 tag ids (indices into `self.tags`) and float32 scores
+            (n_tokens, n_tags), the decision bias included.
         """
         docs = list(docs)
         n_tokens = sum(len(doc) for doc in docs)
         if not n_tokens:
-            return [np.zeros(len(doc), dtype=np.int64) for doc in docs]
-        decoded = self._timed(n_tokens, lambda: self.model.predict(docs))
-        to_numpy = self.model.ops.to_numpy
-        return Decoded([to_numpy(ids) for ids in decoded], [to_numpy(s) for s in decoded.scores])
+            empty = np.zeros((0, len(self.tags)), dtype=np.float32)
+            return Predictions([np.zeros(len(doc), dtype=np.int64) for doc in docs], [empty for _ in docs])
+        return self._timed(n_tokens, lambda: self._predict(docs))
 
-    def set_annotations(self, docs: Iterable[Doc], tag_ids: List[np.ndarray]) -> None:
+    def _predict(self, docs: List[Doc]) -> Predictions:
+        to_numpy = self.model.ops.to_numpy
+        scores = [to_numpy(s) for s in self.model.predict(docs)]
+        return self.decide(scores)
+
+    def decide(self, scores: List[np.ndarray]) -> Predictions:
+        """Decode emission scores under the component's decision bias (the bias is added first)."""
+        bias = bias_vector(self.tags, self.cfg.get("decision_bias")) if isinstance(self.task, SpanTask) else None
+        if bias is not None:
+            scores = [s + bias for s in scores]
+        ids = decode(self.model.get_ref("decoder"), scores)
+        return Predictions([np.asarray(self.model.ops.to_numpy(i), dtype=np.int64) for i in ids], scores)
+
+    def set_annotations(self, docs: Iterable[Doc], predictions: Predictions) -> None:
         """Write the predicted tags to the docs, as the task says (doc.ents, doc.spans, token.tag_, token.pos_).
 
-        Span tasks also file the doc's scores for `Span._.confidence` (computed only when read) and,
-        when `alternatives_key` is set, write alternative spans there.
+        Span tasks also file the doc's scores for `Span._.confidence` (computed only when read),
+        drop spans under `min_confidence` when it is set and, when `alternatives_key` is set, write
+        alternative spans there.
 
         docs (Iterable[Doc]): the docs that were tagged.
-        tag_ids (List[np.ndarray]): what `predict` returned for them.
+        predictions (Predictions): what `predict` returned for them.
         """
         tags = self.tags
-        scores = getattr(tag_ids, "scores", None)
-        context = self._score_context() if scores is not None and isinstance(self.task, SpanTask) else None
-        alt_key = self.cfg["alternatives_key"]
-        for n, (doc, ids) in enumerate(zip(docs, tag_ids)):
-            self.task.set_annotations(doc, [tags[i] for i in ids])
-            if context is None or not len(ids):
+        context = self._score_context() if isinstance(self.task, SpanTask) else None
+        alt_key, thresholds = self.cfg["alternatives_key"], self.cfg.get("min_confidence")
+        for doc, ids, scores in zip(docs, predictions.ids, predictions.scores):
+            doc_tags = [tags[i] for i in ids]
+            record = make_record(context, ids, scores) if context is not None and len(ids) else None
+            if record is not None and thresholds is not None:
+                doc_tags = _drop_unsure(doc_tags, record, thresholds)
+            self.task.set_annotations(doc, doc_tags)
+            if record is None:
                 continue
-            record = make_record(context, ids, scores[n])
             store_record(doc, self.name, record)
             if alt_key:
                 write_alternatives(doc, record, alt_key, self.cfg["alternatives_k"], self.cfg["alternatives_threshold"])
 
     def _score_context(self) -> ScoreContext:
         temperature = self.cfg.get("temperature") or 1.0
-        return ScoreContext(tuple(self.tags), self.task.scheme, crf_scores(self.model.get_ref("decoder")), float(temperature))
+        bias = bias_vector(self.tags, self.cfg.get("decision_bias"))
+        return ScoreContext(tuple(self.tags), self.task.scheme, crf_scores(self.model.get_ref("decoder")), float(temperature), bias)
 
     # ---- introspection ------------------------------------------------------
     def inspect(self, docs: Iterable[Doc]) -> list:
@@ -336,6 +381,7 @@ class BiLSTMTagger(TrainablePipe):
 
     def _update_cfg(self, saved: dict) -> None:
         self.cfg.update({k: v for k, v in saved.items() if k not in RUNTIME_SETTINGS})
+        self.cfg.setdefault("decision_bias", None)  # pipelines saved before 0.3 have none
 
     def to_disk(self, path: Union[str, Path], *, exclude=tuple()) -> None:
         """Save cfg, vocab and weights to a directory; each file is written atomically."""
@@ -361,6 +407,16 @@ class BiLSTMTagger(TrainablePipe):
                 raise ModelLoadError(f"{path / name}: file is missing from the saved bilstm_tagger component")
         from_disk(path, deserialize, exclude)
         return self
+
+
+def _drop_unsure(tags: List[str], record: dict, thresholds: Thresholds) -> List[str]:
+    """The tags with every predicted span under its confidence threshold set to O."""
+    spans, confidence = record_confidences(record)
+    tags = list(tags)
+    for (start, end, label), p in zip(spans, confidence):
+        if p < threshold_for(thresholds, label):
+            tags[start:end] = ["O"] * (end - start)
+    return tags
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -411,6 +467,7 @@ _COMMON = {
     "alternatives_key": None,
     "alternatives_k": 5,
     "alternatives_threshold": 0.05,
+    "min_confidence": None,
 }
 
 
@@ -423,6 +480,7 @@ _COMMON = {
 def make_bilstm_tagger(
     nlp: Language, name: str, model: Model, target: str, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable],
     alternatives_key: Optional[str] = None, alternatives_k: int = 5, alternatives_threshold: float = 0.05,
+    min_confidence: Thresholds = None,
 ) -> BiLSTMTagger:
     """BiLSTM(-CRF) named entity recognizer writing doc.ents.
 
@@ -439,6 +497,7 @@ def make_bilstm_tagger(
     return BiLSTMTagger(
         nlp.vocab, model, name, target=target, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer,
         alternatives_key=alternatives_key, alternatives_k=alternatives_k, alternatives_threshold=alternatives_threshold,
+        min_confidence=min_confidence,
     )
 
 
@@ -446,10 +505,12 @@ def _task_factory(task_name: str) -> Callable:
     def make(
         nlp: Language, name: str, model: Model, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable],
         alternatives_key: Optional[str] = None, alternatives_k: int = 5, alternatives_threshold: float = 0.05,
+        min_confidence: Thresholds = None,
     ) -> BiLSTMTagger:
         return BiLSTMTagger(
             nlp.vocab, model, name, target=task_name, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer,
             alternatives_key=alternatives_key, alternatives_k=alternatives_k, alternatives_threshold=alternatives_threshold,
+            min_confidence=min_confidence,
         )
 
     make.__name__ = f"make_{TASKS[task_name].factory}"
