@@ -248,16 +248,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     ca = commands.add_parser(
         "calibrate",
-        help="measure entity-confidence calibration (ECE) on a split, fit a temperature, save it with the model",
-        description="Reliability table and ECE of span._.confidence on a split; fits a temperature there and "
-        "saves it with the model (predictions do not change, confidences do).",
+        help="fit the entity decision bias and the confidence temperature on a split; save them with the model",
+        description="Fits, on a split, an additive bias on entity scores that balances precision and recall "
+        "(kept only when cross-validation on the split finds a significant F1 gain) and a temperature for "
+        "span._.confidence (kept only when it lowers ECE). Prints P/R/F1 and ECE before and after; with --output "
+        "saves both with the model.",
     )
     ca.add_argument("model", help="a pipeline directory, e.g. training/ner/model-best")
     _add_dataset_args(ca)
-    ca.add_argument("--split", default="validation", help="the split to measure and fit the temperature on")
+    ca.add_argument("--split", default="validation", help="the split to fit the decision and the temperature on (held out from training)")
     ca.add_argument("--test-split", default=None, help="also report ECE before/after on this held-out split")
     ca.add_argument("--output", default=None, help="write the calibrated pipeline here (may be MODEL itself)")
     ca.add_argument("--bins", type=int, default=10, help="reliability bins")
+    ca.add_argument("--no-decision", dest="fit_decision", action="store_false",
+                    help="fit the temperature only; keep the model's decision bias as it is")
+    ca.add_argument("--scalar-only", dest="per_label", action="store_false",
+                    help="fit one bias for every label; never per-label biases")
+    ca.add_argument("--alpha", type=float, default=0.05,
+                    help="keep a fitted decision only when its held-out gain is significant at this level")
     ca.add_argument("--batch-size", type=int, default=256, help="docs per nlp.pipe batch")
     ca.set_defaults(func=_lazy("calibrate"))
     return parser

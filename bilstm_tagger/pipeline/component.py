@@ -280,6 +280,15 @@ class BiLSTMTagger(TrainablePipe):
         bias = bias_vector(self.tags, self.cfg.get("decision_bias"))
         return ScoreContext(tuple(self.tags), self.task.scheme, crf_scores(self.model.get_ref("decoder")), float(temperature), bias)
 
+    def set_min_confidence(self, thresholds: Thresholds) -> None:
+        """Change `min_confidence` on a loaded pipe: None, a probability, or {label: probability}.
+
+        thresholds (None, float or Dict[str, float]): drop predicted spans less probable than this.
+        """
+        if thresholds is not None and not isinstance(self.task, SpanTask):
+            raise ConfigError("bilstm_tagger: min_confidence needs a span task (ents or spans)")
+        self.cfg["min_confidence"] = check_thresholds(thresholds)
+
     # ---- introspection ------------------------------------------------------
     def inspect(self, docs: Iterable[Doc]) -> list:
         """What the network computes on each doc: per layer and direction the RNN gates, candidate,
@@ -365,7 +374,7 @@ class BiLSTMTagger(TrainablePipe):
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "BiLSTMTagger":
         """Load the component from `to_bytes` output; ModelLoadError says what is wrong."""
         deserialize = {
-            "cfg": lambda b: self._update_cfg(srsly.json_loads(b)),
+            "cfg": lambda b: self._update_cfg(srsly.json_loads(b), f"{self.name} (bytes) cfg"),
             "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
             "model": lambda b: self._load_weights(b, f"{self.name} (bytes)"),
         }
@@ -379,9 +388,13 @@ class BiLSTMTagger(TrainablePipe):
             ) from None
         return self
 
-    def _update_cfg(self, saved: dict) -> None:
+    def _update_cfg(self, saved: dict, source: object) -> None:
         self.cfg.update({k: v for k, v in saved.items() if k not in RUNTIME_SETTINGS})
-        self.cfg.setdefault("decision_bias", None)  # pipelines saved before 0.3 have none
+        self._tag_index = None
+        try:  # pipelines saved before 0.3 have no decision bias
+            self.cfg["decision_bias"] = check_bias(self.cfg.get("decision_bias"), self.labels)
+        except ConfigError as err:
+            raise ModelLoadError(f"{source}: {err}") from None
 
     def to_disk(self, path: Union[str, Path], *, exclude=tuple()) -> None:
         """Save cfg, vocab and weights to a directory; each file is written atomically."""
@@ -398,7 +411,7 @@ class BiLSTMTagger(TrainablePipe):
         """Load a directory written by `to_disk` (or by release 0.1); ModelLoadError names the bad file."""
         path = Path(path)
         deserialize = {
-            CFG_FILE: lambda p: self._update_cfg(_read_cfg(p)),
+            CFG_FILE: lambda p: self._update_cfg(_read_cfg(p), p),
             "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
             WEIGHTS_FILE: lambda p: self._load_weights(_read_checked(p, self.cfg.pop("weights_sha256", None)), str(p)),
         }

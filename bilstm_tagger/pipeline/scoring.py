@@ -16,7 +16,7 @@ MODES = (None, "default", "strict")
 SpanGetter = Callable[[Doc], List[Span]]
 
 
-def _as_tuples(spans: Iterable[Span]):
+def as_tuples(spans: Iterable[Span]):
     # A tagger cannot represent overlaps, so overlapping gold spans keep the longest.
     return [(s.start, s.end, s.label_) for s in filter_spans(spans)]
 
@@ -29,17 +29,21 @@ def tag_sequences(
     y_true, y_pred = [], []
     for eg in examples:
         pred = eg.predicted
-        gold = eg.get_aligned_spans_y2x(get_spans(eg.reference), allow_overlap=True)
-        true_tags = tags_from_spans(_as_tuples(gold), len(pred), scheme)
-        pred_tags = tags_from_spans(_as_tuples(get_spans(pred)), len(pred), scheme)
-        for start, end in _gold_sentences(eg):
+        true_tags = tags_from_spans(gold_spans(eg, get_spans), len(pred), scheme)
+        pred_tags = tags_from_spans(as_tuples(get_spans(pred)), len(pred), scheme)
+        for start, end in gold_rows(eg):
             y_true.append(true_tags[start:end])
             y_pred.append(pred_tags[start:end])
     return y_true, y_pred
 
 
-def _gold_sentences(eg: Example) -> List[Tuple[int, int]]:
-    """Token ranges of the reference's sentences when it has them and shares the predicted tokens."""
+def gold_spans(eg: Example, get_spans: SpanGetter) -> List[Tuple[int, int, str]]:
+    """The reference's spans on the predicted tokens, as the scorer counts them."""
+    return as_tuples(eg.get_aligned_spans_y2x(get_spans(eg.reference), allow_overlap=True))
+
+
+def gold_rows(eg: Example) -> List[Tuple[int, int]]:
+    """Token ranges (the rows the scorer scores one by one): the of the reference's sentences when it has them and shares the predicted tokens."""
     ref, n = eg.reference, len(eg.predicted)
     if n == 0 or len(ref) != n or not ref.has_annotation("SENT_START"):
         return [(0, n)]
