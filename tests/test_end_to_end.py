@@ -45,18 +45,31 @@ def conll_model(tmp_path_factory):
     return out / "model-best", proc.stdout
 
 
-def test_spacy_train_prints_seqeval_scores_and_beats_majority_tag(conll_model):
+def word_lookup_baseline(train, dev) -> float:
+    """seqeval F1 on `dev` of tagging each word with its most frequent IOB2 tag in `train` ("O" if unseen)."""
+    get_ents = lambda doc: list(doc.ents)  # noqa: E731
+    train_tags, _ = tag_sequences(train, get_ents)
+    dev_tags, _ = tag_sequences(dev, get_ents)
+    assert len(train_tags) == len(train) and len(dev_tags) == len(dev)  # one sentence per row: words line up
+    counts: dict = {}
+    for eg, tags in zip(train, train_tags):
+        for token, tag in zip(eg.reference, tags):
+            counts.setdefault(token.text, Counter())[tag] += 1
+    lookup = {word: c.most_common(1)[0][0] for word, c in counts.items()}
+    guesses = [[lookup.get(token.text, "O") for token in eg.reference] for eg in dev]
+    return f1_score(dev_tags, guesses)
+
+
+def test_spacy_train_prints_seqeval_scores_and_beats_a_word_lookup_baseline(conll_model):
     model_dir, log = conll_model
     assert "ENTS_F" in log and "ENTS_P" in log
     nlp = spacy.load(model_dir)
+    train = read_examples(nlp, conll_path(), "train", limit=300)  # the slice the model was trained on
     dev = read_examples(nlp, conll_path(), "validation", limit=200)
-    y_true, _ = tag_sequences(dev, lambda doc: list(doc.ents))
-    tag_counts = Counter(tag for seq in y_true for tag in seq)
-    majority = tag_counts.most_common(1)[0][0]
-    baseline = f1_score(y_true, [[majority] * len(seq) for seq in y_true])
+    baseline = word_lookup_baseline(train, dev)
+    assert baseline > 0.1  # a real baseline: it finds the entities whose words it has seen
     scores = nlp.evaluate(dev)
-    assert majority == "O" and baseline == 0.0
-    assert scores["ents_f"] > baseline + 0.2, scores
+    assert scores["ents_f"] > baseline + 0.05, (scores["ents_f"], baseline)
 
 
 def test_saved_pipeline_loads_in_a_fresh_process_without_code(conll_model):

@@ -18,7 +18,7 @@ from bilstm_tagger.ml import encoder_parts
 from bilstm_tagger.tags import spans_from_tags, tag_names, transition_constraints
 
 from .conftest import SAMPLE, TINY_MODEL, read_examples, tiny_model, train_pipeline
-from .test_report import _assert_non_trivial, _chromium, _decode_png, _DomIndex, needs_chromium
+from .util import DomIndex, assert_non_trivial, chromium, decode_png, needs_chromium, needs_report
 
 TEXTS = [
     "Mara Lindqvist said on Tuesday that Northwind Bank would cut 200 jobs in Lisbon .",
@@ -352,19 +352,21 @@ def explained(ner_nlp, tmp_path_factory):
     return root, docs
 
 
+@needs_report
 def test_explain_writes_pngs(explained):
     root, _ = explained
     names = sorted(p.name for p in (root / "png").iterdir())
     assert {"reliability.png", "transitions.png", "gate_saturation.png", "neurons_doc0.png"} <= set(names)
     for name in names:
-        _assert_non_trivial(_decode_png((root / "png" / name).read_bytes()))
+        assert_non_trivial(decode_png((root / "png" / name).read_bytes()))
 
 
+@needs_report
 @needs_chromium
 def test_explain_report_in_chromium(explained, tmp_path):
     root, docs = explained
-    dom = _chromium("--dump-dom", (root / "report.html").as_uri(), tmp_path=tmp_path).stdout.decode("utf-8")
-    index = _DomIndex()
+    dom = chromium("--dump-dom", (root / "report.html").as_uri(), tmp_path=tmp_path).stdout.decode("utf-8")
+    index = DomIndex()
     index.feed(dom)
     assert index.body.get("data-ready") == "1"
     expected = [(e.text, e.label_, str(e.start), str(e.end), f"{e._.confidence:.3f}") for d in docs for e in d.ents]
@@ -374,8 +376,8 @@ def test_explain_report_in_chromium(explained, tmp_path):
     assert len(index.cells) > 0 and len(index.cells) % n_tokens == 0
     assert index.forbidden > 0
     shot = tmp_path / "shot.png"
-    _chromium(f"--screenshot={shot}", "--window-size=1280,1600", (root / "report.html").as_uri(), tmp_path=tmp_path)
-    _assert_non_trivial(_decode_png(shot.read_bytes()))
+    chromium(f"--screenshot={shot}", "--window-size=1280,1600", (root / "report.html").as_uri(), tmp_path=tmp_path)
+    assert_non_trivial(decode_png(shot.read_bytes()))
 
 
 def test_confidence_equals_introspect_span_marginals():

@@ -99,39 +99,58 @@ def test_bad_bytes_name_the_component(ner_nlp):
 
 
 _CRASH_SAVE = """
-import os, signal, sys
+import itertools, json, os, shutil, signal, sys
 from pathlib import Path
+
+import torch
+torch.set_num_threads(1)  # no thread pool before fork()
 import spacy
 from bilstm_tagger import checkpoints
-from bilstm_tagger.pipeline import component
 
-mode, source, target = sys.argv[1:]
+mode, source, old, work = sys.argv[1:]
 nlp = spacy.load(source)
-if mode not in ("renameat2", "after-exchange"):
-    checkpoints._exchange = lambda a, b: False  # force the two-rename fallback
-if mode == "after-exchange":
-    real_exchange = checkpoints._exchange
-    def exchange_then_die(a, b):
-        assert real_exchange(a, b)
-        os.kill(os.getpid(), signal.SIGKILL)  # swapped in; the old model not yet removed
-    checkpoints._exchange = exchange_then_die
-elif mode == "between-renames":
-    real_rename = os.rename
-    def rename_then_die(a, b):
-        real_rename(a, b)
-        if Path(b).name.startswith(".model-best.tmp-old-"):
-            os.kill(os.getpid(), signal.SIGKILL)  # the old model is aside, the new one not yet in place
-    os.rename = rename_then_die
-else:
-    def half_then_die(path, data):
-        if Path(path).name == "model":  # the weights file: write half of it, then die
-            with open(path, "wb") as f:
-                f.write(data[: len(data) // 2])
-                f.flush()
-                os.fsync(f.fileno())
-            os.kill(os.getpid(), signal.SIGKILL)
-    component._atomic_write = half_then_die
-checkpoints.save_pipeline(nlp, Path(target))
+real_exchange = checkpoints._exchange if mode == "renameat2" else (lambda a, b: False)
+
+
+def save_and_die_after(k, log):
+    # Count every filesystem step of the save (the temp dir's writes, the swap, the clean-up) and die by
+    # SIGKILL right after the k-th: a kill between any two steps of the path this mode takes.
+    count = itertools.count(1)
+
+    def step(name, fn, only_if=lambda result: True):
+        def wrapper(*args, **kwargs):
+            result = fn(*args, **kwargs)
+            if only_if(result):
+                os.write(log, f"{name} {args[0]}\\n".encode())
+                if next(count) == k:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return result
+        return wrapper
+
+    for name in ("rename", "replace", "unlink", "rmdir"):
+        setattr(os, name, step(name, getattr(os, name)))
+    checkpoints._exchange = step("exchange", real_exchange, only_if=bool)
+    checkpoints.save_pipeline(nlp, Path(target))
+
+
+for k in itertools.count(1):
+    target = Path(work) / str(k) / "model-best"
+    shutil.copytree(old, target)
+    log_path = Path(work) / str(k) / "steps.log"
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            save_and_die_after(k, log)
+        finally:
+            os._exit(0)
+    os.close(log)
+    _, status = os.waitpid(pid, 0)
+    if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+        print(json.dumps({"completed": k}))  # the save ran to the end before its k-th step: every step was covered
+        break
+    assert k < 500
 """
 
 
@@ -143,35 +162,64 @@ def _has_renameat2(tmp_path) -> bool:
     return _exchange(probe_a, probe_b)
 
 
+_TEXTS = [
+    "Mara Lindqvist said that Northwind Bank would cut jobs in Lisbon .",
+    "Grace Okafor won the Grand Prix title in Iceland .",
+    "Corvo Energy agreed to buy Ardent Media for 1.2 billion dollars .",
+]
+
+
 def _ents(nlp):
-    return [(e.start, e.end, e.label_) for e in nlp("Mara Lindqvist said that Northwind Bank would cut jobs in Lisbon .").ents]
+    return [[(e.start, e.end, e.label_) for e in doc.ents] for doc in nlp.pipe(_TEXTS)]
 
 
-@pytest.mark.parametrize("mode", ["renameat2", "fallback", "between-renames", "after-exchange"])
+def _tree(path):
+    return {str(p.relative_to(path)): (p.read_bytes() if p.is_file() else None) for p in sorted(path.rglob("*"))}
+
+
+@pytest.mark.parametrize("mode", ["renameat2", "fallback"])
 def test_a_kill_mid_save_leaves_a_whole_model(ner_nlp, tmp_path, mode):
+    """Kill the save after each of its filesystem steps in turn; after the clean-up model-best is the old or the new model, whole."""
     from bilstm_tagger.checkpoints import remove_stale_temp_dirs
 
-    if mode in ("renameat2", "after-exchange") and not _has_renameat2(tmp_path):
+    if mode == "renameat2" and not _has_renameat2(tmp_path):
         pytest.skip("this system has no renameat2(RENAME_EXCHANGE)")
-    target = tmp_path / "out" / "model-best"
-    target.parent.mkdir()
-    save_pipeline(ner_nlp, target)
-    before = (target / WEIGHTS).read_bytes()
+    old = tmp_path / "old" / "model-best"
+    old.parent.mkdir()
+    save_pipeline(ner_nlp, old)
     newer = REPO / "tests" / "data" / "legacy_0_1" / "ner_crf"  # another model: its weights differ
+    work = tmp_path / "trials"
+    work.mkdir()
     proc = subprocess.run(
-        [sys.executable, "-c", _CRASH_SAVE, mode, str(newer), str(target)], capture_output=True, text=True, cwd=str(REPO), timeout=300
+        [sys.executable, "-c", _CRASH_SAVE, mode, str(newer), str(old), str(work)],
+        capture_output=True, text=True, cwd=str(REPO), timeout=600,
     )
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    leftovers = sorted(p.name for p in target.parent.iterdir() if p.name != "model-best")
-    assert leftovers, "the killed save should have left its temp dir behind"
-    remove_stale_temp_dirs(target.parent)  # what the next training run does first
-    assert sorted(p.name for p in target.parent.iterdir()) == ["model-best"]
-    if mode == "after-exchange":  # the new model was already in place: it stays, whole
-        assert (target / WEIGHTS).read_bytes() != before
-        assert spacy.load(target).get_pipe("bilstm_tagger").labels == spacy.load(newer).get_pipe("bilstm_tagger").labels
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    completed = json.loads(proc.stdout.strip().splitlines()[-1])["completed"]
+    new = work / str(completed) / "model-best"  # the save that was never killed
+    assert sorted(p.name for p in new.parent.iterdir()) == ["model-best", "steps.log"]
+    old_tree, new_tree = _tree(old), _tree(new)
+    assert old_tree != new_tree
+    steps = [line.split()[0] for line in (new.parent / "steps.log").read_text().splitlines()]
+    assert completed == len(steps) + 1
+    outcomes = {}
+    for k in range(1, completed):
+        target = work / str(k) / "model-best"
+        remove_stale_temp_dirs(target.parent)  # what the next training run does first
+        assert sorted(p.name for p in target.parent.iterdir()) == ["model-best", "steps.log"], (k, steps[k - 1])
+        tree = _tree(target)
+        whole = tree in (old_tree, new_tree)
+        assert whole, f"killed after step {k} ({steps[k - 1]}): model-best is neither the old model nor the new one, whole"
+        outcomes.setdefault("old" if tree == old_tree else "new", target)
+    # Killed early the old model stays, killed late the new one is in place: both outcomes were reached.
+    assert set(outcomes) == {"old", "new"}, outcomes
+    assert _ents(spacy.load(outcomes["old"])) == _ents(ner_nlp)
+    assert _ents(spacy.load(outcomes["new"])) == _ents(spacy.load(newer))
+    # Each mode's kills landed inside its own swap: the atomic exchange, or the two renames of the fallback.
+    if mode == "renameat2":
+        assert steps.count("exchange") == 1 and "rename" not in steps, steps
     else:
-        assert (target / WEIGHTS).read_bytes() == before
-        assert _ents(spacy.load(target)) == _ents(ner_nlp)
+        assert steps.count("rename") == 2 and "exchange" not in steps, steps
 
 
 @pytest.mark.parametrize("exchange", [True, False])

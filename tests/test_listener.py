@@ -194,8 +194,20 @@ def test_the_listener_alone_in_the_embed_slot(tmp_path):
     assert [v.shape for v in embed.predict(docs)] == [(6, 32), (0, 32)]
 
 
+def _encoder_grads(nlp, examples, exclude=()) -> dict:
+    """The transformer's parameter gradients from one nlp.update without an optimizer (dropout 0)."""
+    encoder = nlp.get_pipe("transformer").model.get_ref("transformer").shims[0]._model
+    encoder.zero_grad(set_to_none=True)
+    spacy.util.fix_random_seed(0)  # the parser cuts its oracle histories at random points
+    losses = {}
+    batch = [Example(nlp.make_doc(eg.reference.text), eg.reference) for eg in examples]
+    nlp.update(batch, sgd=None, drop=0.0, losses=losses, exclude=list(exclude))
+    assert losses["transformer"] > 0
+    return {k: p.grad.detach().clone() for k, p in encoder.named_parameters() if p.grad is not None}
+
+
 def test_two_components_share_one_transformer(tmp_path):
-    """spaCy's own `ner` listens too: the transformer adds up both gradients and steps once per batch."""
+    """spaCy's own `ner` listens too: the transformer's gradient is the sum of both listeners' gradients."""
     bert = write_tiny_bert(tmp_path / "tiny-bert")
     config = spacy.util.load_config(CONFIG, overrides=tiny_overrides(bert))
     config["nlp"]["pipeline"] = ["transformer", "bilstm_tagger", "ner"]
@@ -208,16 +220,44 @@ def test_two_components_share_one_transformer(tmp_path):
     nlp = spacy.util.load_model_from_config(config, auto_fill=True, validate=True)
     examples = read_examples(nlp, SAMPLE, "train", limit=16)
     nlp.initialize(lambda: examples)
-    assert nlp.get_pipe("transformer").listening_components == ["bilstm_tagger", "ner"]
-    before = _encoder_state(nlp)
+    trf = nlp.get_pipe("transformer")
+    assert trf.listening_components == ["bilstm_tagger", "ner"]
     optimizer = Adam(0.001)
-    for _ in range(3):
-        losses = {}
-        nlp.update(examples[:8], sgd=optimizer, losses=losses)
-        assert set(losses) == {"transformer", "bilstm_tagger", "ner"} and losses["transformer"] > 0
+    for _ in range(2):  # the parser's output layer starts at zero: it sends the transformer no gradient before a step
+        nlp.update(examples[:8], sgd=optimizer)
+    batch = examples[8:16]
+    joint = _encoder_grads(nlp, batch)
+
+    def alone(keep: str) -> dict:
+        """The transformer's gradient when only `keep` listens (the other is unhooked and not updated)."""
+        other = "ner" if keep == "bilstm_tagger" else "bilstm_tagger"
+        unhooked = list(trf.listener_map[other])
+        for model in unhooked:
+            trf.remove_listener(model, other)
+        try:
+            assert trf.listening_components == [keep]
+            return _encoder_grads(nlp, batch, exclude=[other])
+        finally:
+            for model in unhooked:
+                trf.add_listener(model, other)
+
+    tagger_only, ner_only = alone("bilstm_tagger"), alone("ner")
+    assert set(joint) == set(tagger_only) == set(ner_only) and len(joint) > 10
+    for name in joint:
+        a, b, both = tagger_only[name], ner_only[name], joint[name]
+        scale = max(a.abs().max().item(), b.abs().max().item())
+        assert scale > 0, name
+        torch.testing.assert_close(both, a + b, rtol=1e-4, atol=1e-5 * scale, msg=lambda m: f"{name}: {m}")
+    # Each listener's share is a real part of the sum: dropping either one would not pass the check above.
+    flat = {key: torch.cat([g[k].flatten() for k in sorted(g)]) for key, g in (("a", tagger_only), ("b", ner_only))}
+    assert flat["a"].norm() > 1e-3 * flat["b"].norm() and flat["b"].norm() > 1e-3 * flat["a"].norm()
+    # And a real step with an optimizer still updates everything and tags.
+    before = _encoder_state(nlp)
+    losses = {}
+    nlp.update(examples[:8], sgd=optimizer, losses=losses)
+    assert set(losses) == {"transformer", "bilstm_tagger", "ner"}
     assert all(not torch.equal(before[k], v) for k, v in _encoder_state(nlp).items())
-    doc = nlp("Hana Suzuki will visit Nairobi .")
-    assert doc._.trf_data is not None
+    assert nlp("Hana Suzuki will visit Nairobi .")._.trf_data is not None
 
 
 def test_a_frozen_transformer_keeps_its_weights(tmp_path):

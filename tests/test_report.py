@@ -7,15 +7,17 @@ import base64
 import hashlib
 import io
 import re
-import shutil
-import subprocess
 from dataclasses import asdict
-from html.parser import HTMLParser
 
 import numpy as np
 import pytest
-import torch
-from PIL import Image  # Pillow is a dependency of matplotlib (the report extra)
+
+from .util import REPORT_EXTRA, DomIndex, assert_non_trivial, chromium, decode_png, needs_chromium, pil_image
+
+pytest.importorskip("matplotlib", reason=REPORT_EXTRA)  # every test here draws or embeds the figures
+pytest.importorskip("PIL", reason=REPORT_EXTRA)
+
+import torch  # noqa: E402
 from torch import nn
 
 from bilstm_tagger.introspect import (
@@ -47,10 +49,6 @@ DOCS = [
     ("Mara Lindqvist joined Northwind Bank in Lisbon .".split(), [(0, 2, "PER"), (3, 5, "ORG"), (6, 7, "LOC")]),
     (["Émile", "<b>", "&", "Zoë", "🙂", "visited", "Paris", "and", "Oslo"], [(0, 1, "PER"), (6, 7, "LOC"), (8, 9, "LOC")]),
 ]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (apt-get update && apt-get install -y chromium)"
-)
 
 
 def _embed(tokens, width=8):
@@ -149,18 +147,6 @@ def test_report_is_self_contained_and_escaped(report_data, tmp_path):
     asdict(report_data)  # the structure is plain data
 
 
-def _decode_png(content: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(content)).convert("RGB"), dtype=np.float64)
-
-
-def _assert_non_trivial(pixels: np.ndarray, min_side: int = 100) -> None:
-    height, width, _ = pixels.shape
-    assert height >= min_side and width >= min_side
-    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
-    background = (np.abs(pixels - pixels[0, 0]).sum(-1) > 30).mean()  # share unlike the corner pixel
-    assert pixels.std() > 15 and colours > 20 and background > 0.03, (pixels.std(), colours, background)
-
-
 def test_matplotlib_pngs_are_non_trivial(report_data, tmp_path):
     paths = write_figures(report_data, tmp_path)
     names = sorted(p.name for p in paths)
@@ -170,69 +156,25 @@ def test_matplotlib_pngs_are_non_trivial(report_data, tmp_path):
     for path in paths:
         content = path.read_bytes()
         assert content[:8] == b"\x89PNG\r\n\x1a\n"
-        _assert_non_trivial(_decode_png(content))
+        assert_non_trivial(decode_png(content))
 
 
 def test_decoder_check_rejects_a_blank_png():
     """The non-triviality check must be able to fail."""
     blank = io.BytesIO()
-    Image.new("RGB", (300, 200), "white").save(blank, format="PNG")
+    pil_image().new("RGB", (300, 200), "white").save(blank, format="PNG")
     with pytest.raises(AssertionError):
-        _assert_non_trivial(_decode_png(blank.getvalue()))
+        assert_non_trivial(decode_png(blank.getvalue()))
 
 
 # ------------------------------------------------------------------ in Chromium
 
 
-def _chromium(*args, tmp_path) -> subprocess.CompletedProcess:
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-           f"--user-data-dir={tmp_path / 'profile'}", *args]
-    return subprocess.run(cmd, capture_output=True, timeout=180, check=True)
-
-
-class _DomIndex(HTMLParser):
-    """Entity marks (with their text), heatmap cells, forbidden cells, images and the body's attributes."""
-
-    def __init__(self):
-        super().__init__()
-        self.marks, self.cells, self.forbidden, self.images, self.body, self.bold = [], [], 0, [], {}, 0
-        self._mark, self._skip = None, 0
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        classes = (a.get("class") or "").split()
-        if tag == "body":
-            self.body = a
-        elif tag == "b" and not classes:
-            self.bold += 1
-        elif tag == "mark" and "ent" in classes:
-            self._mark = dict(a, text="")
-        elif tag == "span" and self._mark is not None:
-            self._skip += 1
-        elif tag == "td" and "cell" in classes:
-            self.cells.append(a)
-        elif tag == "td" and "forbidden" in classes:
-            self.forbidden += 1
-        elif tag == "img":
-            self.images.append(a)
-
-    def handle_endtag(self, tag):
-        if tag == "span" and self._skip:
-            self._skip -= 1
-        elif tag == "mark" and self._mark is not None:
-            self.marks.append(self._mark)
-            self._mark = None
-
-    def handle_data(self, data):
-        if self._mark is not None and not self._skip:
-            self._mark["text"] += data
-
-
 @needs_chromium
 def test_report_in_chromium_dom(report_data, tmp_path):
     path = build_report(report_data, tmp_path / "report.html")
-    dom = _chromium("--dump-dom", path.as_uri(), tmp_path=tmp_path).stdout.decode("utf-8")
-    index = _DomIndex()
+    dom = chromium("--dump-dom", path.as_uri(), tmp_path=tmp_path).stdout.decode("utf-8")
+    index = DomIndex()
     index.feed(dom)
     assert index.body.get("data-ready") == "1"  # the inline script ran without error
     assert index.bold == 0  # the "<b>" token stayed text
@@ -255,17 +197,17 @@ def test_report_in_chromium_dom(report_data, tmp_path):
     embedded = [base64.b64decode(img["src"].split(",", 1)[1]) for img in index.images]
     assert len(embedded) == len(figures) - 2  # per-doc neuron PNGs are files only; the HTML has live cells
     for content in embedded:
-        _assert_non_trivial(_decode_png(content))
+        assert_non_trivial(decode_png(content))
 
 
 @needs_chromium
 def test_report_screenshot_is_not_blank(report_data, tmp_path):
     path = build_report(report_data, tmp_path / "report.html")
     shot = tmp_path / "shot.png"
-    _chromium(f"--screenshot={shot}", "--window-size=1280,1600", path.as_uri(), tmp_path=tmp_path)
-    pixels = _decode_png(shot.read_bytes())
+    chromium(f"--screenshot={shot}", "--window-size=1280,1600", path.as_uri(), tmp_path=tmp_path)
+    pixels = decode_png(shot.read_bytes())
     assert pixels.shape[:2] == (1600, 1280)
-    _assert_non_trivial(pixels)
+    assert_non_trivial(pixels)
     # The entity marks are drawn: displaCy's PER colour (#aa9cfc) is on screen.
     per = (np.abs(pixels - np.array([0xAA, 0x9C, 0xFC])).sum(-1) < 12).sum()
     assert per > 200
@@ -277,6 +219,6 @@ def test_blank_page_screenshot_fails_the_check(tmp_path):
     page = tmp_path / "blank.html"
     page.write_text("<!DOCTYPE html><html><body style='background:#fff'></body></html>")
     shot = tmp_path / "blank.png"
-    _chromium(f"--screenshot={shot}", "--window-size=640,480", page.as_uri(), tmp_path=tmp_path)
+    chromium(f"--screenshot={shot}", "--window-size=640,480", page.as_uri(), tmp_path=tmp_path)
     with pytest.raises(AssertionError):
-        _assert_non_trivial(_decode_png(shot.read_bytes()))
+        assert_non_trivial(decode_png(shot.read_bytes()))
