@@ -226,3 +226,39 @@ def test_a_temperature_that_worsens_ece_is_not_saved(ner_nlp, tmp_path, capsys):
     assert fitted > 1.0, out
     assert "does not lower ECE" in out
     assert spacy.load(tmp_path / "cal").get_pipe("bilstm_tagger").cfg["temperature"] is None
+
+
+def hand_ece(confidences, correct, n_bins=10):
+    """Expected calibration error, written out here rather than taken from the package."""
+    conf, ok = np.asarray(confidences), np.asarray(correct, dtype=float)
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    return sum((bins == k).sum() / len(conf) * abs(ok[bins == k].mean() - conf[bins == k].mean())
+               for k in range(n_bins) if (bins == k).any())
+
+
+def test_calibrate_saves_a_temperature_that_lowers_ece_and_tagging_uses_it(ner_nlp, tmp_path, capsys):
+    """Gold = the model's own entities: every prediction is right, so sharper confidences (T < 1)
+    calibrate better. The saved T must lower ECE on that split, and tagging must use it."""
+    docs = list(ner_nlp.pipe(spacy.tokens.Doc(ner_nlp.vocab, words=w) for w in sample_texts()))
+    write_split(tmp_path / "data", "validation", docs)
+    ner_nlp.to_disk(tmp_path / "m")
+    assert run_calibrate([str(tmp_path / "m"), str(tmp_path / "data"), "--split", "validation", "--no-decision",
+                          "--output", str(tmp_path / "cal")]) == 0
+    capsys.readouterr()
+    nlp = spacy.load(tmp_path / "cal")
+    temperature = nlp.get_pipe("bilstm_tagger").cfg["temperature"]
+    assert isinstance(temperature, float) and temperature < 1.0
+    words = [[t.text for t in d] for d in docs]
+    gold = [set(ents(d)) for d in docs]
+    pairs = {}
+    for name, model in (("raw", ner_nlp), ("calibrated", nlp)):
+        tagged = list(model.pipe(spacy.tokens.Doc(model.vocab, words=w) for w in words))
+        pairs[name] = [(e._.confidence, (e.start, e.end, e.label_) in g) for d, g in zip(tagged, gold) for e in d.ents]
+        if name == "calibrated":  # the temperature is what tagging uses
+            record = get_records(tagged[0])["bilstm_tagger"]
+            assert record["temperature"] == temperature
+            from bilstm_tagger.confidence import spans_probability
+            assert [e._.confidence for e in tagged[0].ents] == pytest.approx(
+                list(spans_probability(record, ents(tagged[0]), temperature)))
+    assert [ok for _, ok in pairs["raw"]] == [ok for _, ok in pairs["calibrated"]]  # same decisions
+    assert hand_ece(*zip(*pairs["calibrated"])) < hand_ece(*zip(*pairs["raw"]))

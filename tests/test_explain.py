@@ -246,18 +246,6 @@ def _args(parser_module, argv):
     return args
 
 
-def test_calibrate_writes_a_model_with_a_temperature(ner_nlp, tmp_path, capsys):
-    ner_nlp.to_disk(tmp_path / "m")
-    args = _args(calibrate, ["calibrate", str(tmp_path / "m"), str(SAMPLE), "--split", "validation", "--output", str(tmp_path / "cal")])
-    assert calibrate.run(args) == 0
-    out = capsys.readouterr().out
-    assert "ECE before" in out and "T = " in out
-    temperature = spacy.load(tmp_path / "cal").get_pipe("bilstm_tagger").cfg["temperature"]
-    assert isinstance(temperature, float) and 0.05 <= temperature <= 20
-    assert f"T = {temperature:.4f}" in out
-    assert spacy.load(tmp_path / "m").get_pipe("bilstm_tagger").cfg["temperature"] is None
-
-
 # ---- inspect -----------------------------------------------------------------------------------
 
 
