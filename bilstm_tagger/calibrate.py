@@ -24,7 +24,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .confidence import get_records, make_record, record_spans, spans_probability, store_record
+from .confidence import get_records, make_record, record_raw_scores, record_spans, spans_probability, store_record
 from .pipeline.decision import describe_bias
 from .pipeline.decision_fit import DecisionFit, DecisionFitter, fit_decision
 from .introspect import ReliabilityBin, entity_calibration_pairs, expected_calibration_error, fit_temperature, path_log_scores, reliability_table
@@ -161,16 +161,11 @@ def split_fitter(tagged: TaggedSplit, pipe) -> DecisionFitter:
     scores = []
     for doc in tagged.docs:
         record = get_records(doc).get(tagged.name)
-        scores.append(_raw_scores(record) if record is not None else np.zeros((0, len(pipe.tags)), dtype=np.float32))
+        scores.append(record_raw_scores(record) if record is not None else np.zeros((0, len(pipe.tags)), dtype=np.float32))
     gold = [gold_spans(eg, pipe.task.spans) for eg in tagged.examples]
     rows = [gold_rows(eg) for eg in tagged.examples]
     decoder = pipe.model.get_ref("decoder")
     return DecisionFitter(scores, gold, rows, pipe.tags, pipe.labels, lambda s: decode(decoder, s))
-
-
-def _raw_scores(record: dict) -> np.ndarray:
-    em = np.asarray(record["emissions"], dtype=np.float32)
-    return em - record["bias"] if "bias" in record else em
 
 
 def redecide(tagged: TaggedSplit, pipe) -> None:
@@ -178,7 +173,7 @@ def redecide(tagged: TaggedSplit, pipe) -> None:
     and file the new records, as tagging the split again would (without a second forward pass)."""
     live = [(doc, get_records(doc).get(tagged.name)) for doc in tagged.docs]
     live = [(doc, record) for doc, record in live if record is not None]
-    predictions = pipe.decide([_raw_scores(record) for _, record in live])
+    predictions = pipe.decide([record_raw_scores(record) for _, record in live])
     context = pipe._score_context()
     for (doc, _), ids, scores in zip(live, predictions.ids, predictions.scores):
         store_record(doc, tagged.name, make_record(context, ids, scores))

@@ -94,6 +94,12 @@ def _tensors(record: Dict[str, Any], temperature: Optional[float] = None):
     return em, mask, start, trans, end
 
 
+def record_raw_scores(record: Dict[str, Any]) -> np.ndarray:
+    """The doc's emission scores before the decision bias (float32, (T, n_tags))."""
+    em = np.asarray(record["emissions"], dtype=np.float32)
+    return em - record["bias"] if "bias" in record else em
+
+
 def record_spans(record: Dict[str, Any]) -> List[SpanTuple]:
     """The spans the component predicted (its tags read as `set_annotations` reads them)."""
     tags = record["tags"]

@@ -262,3 +262,31 @@ def test_calibrate_saves_a_temperature_that_lowers_ece_and_tagging_uses_it(ner_n
                 list(spans_probability(record, ents(tagged[0]), temperature)))
     assert [ok for _, ok in pairs["raw"]] == [ok for _, ok in pairs["calibrated"]]  # same decisions
     assert hand_ece(*zip(*pairs["calibrated"])) < hand_ece(*zip(*pairs["raw"]))
+
+
+def test_fit_decision_during_training_refits_at_evaluation_after_updates_only(ner_nlp, tmp_path):
+    """With the option on, the evaluation that follows training updates refits the bias (the pipe saves
+    it with model-best) and scores under it; an evaluation with no update since changes nothing."""
+    from thinc.api import SGD
+
+    liberal = with_bias(ner_nlp, 2.0, tmp_path / "liberal")
+    gold_docs = list(liberal.pipe(spacy.tokens.Doc(liberal.vocab, words=w) for w in sample_texts()))
+    ner_nlp.to_disk(tmp_path / "m")
+    nlp = spacy.load(tmp_path / "m", config={"components": {"bilstm_tagger": {"fit_decision_during_training": True}}})
+    pipe = nlp.get_pipe("bilstm_tagger")
+    assert pipe.cfg["fit_decision_during_training"] is True
+    dev = [Example(spacy.tokens.Doc(nlp.vocab, words=[t.text for t in d]), d) for d in gold_docs]
+    before = nlp.evaluate(dev)["ents_f"]  # no update yet: no refit
+    assert pipe.cfg["decision_bias"] is None
+    nlp.update(dev[:8], sgd=SGD(0.0))  # a training step that leaves the weights as they are
+    scores = nlp.evaluate(dev)
+    bias = pipe.cfg["decision_bias"]
+    assert isinstance(bias, float) and bias > 0.5
+    retagged = list(nlp.pipe(eg.predicted.copy() for eg in dev))
+    assert scores["ents_f"] == pytest.approx(score_seqeval([Example(d, eg.reference) for d, eg in zip(retagged, dev)])["ents_f"])
+    assert scores["ents_f"] > before
+    other = [Example(spacy.tokens.Doc(nlp.vocab, words=[t.text for t in d]), d) for d in gold_docs[:50]]
+    for eg in other:  # a split whose gold has no entities: a refit would pull the bias down
+        eg.reference.ents = []
+    nlp.evaluate(other)
+    assert pipe.cfg["decision_bias"] == bias

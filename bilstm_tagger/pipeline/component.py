@@ -27,7 +27,8 @@ from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import from_bytes, from_disk, to_bytes, to_disk
 from thinc.api import Config, Model
 
-from ..confidence import ScoreContext, make_record, record_confidences, register_extensions, store_record, write_alternatives
+from ..confidence import (ScoreContext, get_records, make_record, record_confidences, record_raw_scores, register_extensions,
+                          store_record, write_alternatives)
 from ..errors import ConfigError, ModelLoadError, WeightsError
 from ..ml import TaggerLoss, check_vectors, crf_scores, decode, is_initialized, load_tagger_bytes, set_transition_constraints
 from .decision import Thresholds, bias_vector, check_bias, check_thresholds, threshold_for
@@ -36,8 +37,9 @@ from .threads import ThreadTuner, make_tuner
 
 WEIGHTS_FILE = "model"
 CFG_FILE = "cfg"
-# Settings that only change what inference writes: the config given at load time wins over the saved cfg.
-RUNTIME_SETTINGS = ("alternatives_key", "alternatives_k", "alternatives_threshold", "min_confidence")
+# Settings that only change what inference writes (or how training evaluates): the config given at load
+# time wins over the saved cfg.
+RUNTIME_SETTINGS = ("alternatives_key", "alternatives_k", "alternatives_threshold", "min_confidence", "fit_decision_during_training")
 
 DEFAULT_MODEL = Config().from_str(
     """
@@ -87,6 +89,7 @@ class BiLSTMTagger(TrainablePipe):
         alternatives_k: int = 5,
         alternatives_threshold: float = 0.05,
         min_confidence: Thresholds = None,
+        fit_decision_during_training: bool = False,
     ) -> None:
         """Create the pipe; a factory (`bilstm_tagger`, `bilstm_spans`, `bilstm_tags`, `bilstm_pos`) calls this.
 
@@ -105,6 +108,9 @@ class BiLSTMTagger(TrainablePipe):
         alternatives_threshold (float): keep an alternative when its exact probability is at least this.
         min_confidence (None, float or Dict[str, float]): span tasks: drop a predicted span whose exact
             probability (`Span._.confidence`) is below this, globally or per label (None = keep all).
+        fit_decision_during_training (bool): span tasks: at each evaluation after training updates,
+            refit the decision bias on the evaluation docs (one scalar, kept only when significant:
+            see pipeline/decision_fit.py), so `spacy train` picks model-best on the balanced F1.
         """
         self.task: Task = get_task(target, scheme, spans_key)
         if torch_threads < 0:
@@ -132,7 +138,9 @@ class BiLSTMTagger(TrainablePipe):
             "min_confidence": min_confidence,
             "temperature": None,  # set by `python -m bilstm_tagger calibrate`
             "decision_bias": None,  # set by `python -m bilstm_tagger calibrate`: see pipeline/decision.py
+            "fit_decision_during_training": bool(fit_decision_during_training),
         }
+        self._updated_since_score = False
         self._tag_index: Optional[Dict[str, int]] = None
         self._threads_set_in: Optional[int] = None
         self._tuner: Optional[ThreadTuner] = None
@@ -326,6 +334,7 @@ class BiLSTMTagger(TrainablePipe):
         """
         examples = list(examples)
         n_tokens = sum(len(eg.predicted) for eg in examples)
+        self._updated_since_score = True
         return self._timed(n_tokens, lambda: super(BiLSTMTagger, self).update(examples, drop=drop, sgd=sgd, losses=losses))
 
     def get_loss(self, examples: Iterable[Example], scores: List) -> tuple:
@@ -347,8 +356,36 @@ class BiLSTMTagger(TrainablePipe):
         RETURNS (Dict[str, Any]): e.g. ents_p, ents_r, ents_f, ents_per_type, ents_macro_f.
         """
         validate_examples(examples, "BiLSTMTagger.score")
+        examples = list(examples)
+        if self._updated_since_score and self.cfg.get("fit_decision_during_training") and isinstance(self.task, SpanTask):
+            examples = self._refit_decision(examples)
+        self._updated_since_score = False
         kwargs.update(target=self.target, spans_key=self.task.spans_key)
         return self.scorer(examples, **kwargs)
+
+    def _refit_decision(self, examples: List[Example]) -> List[Example]:
+        """Refit the decision bias on evaluation examples this pipe tagged (during training) and
+        return them re-annotated under it; examples it did not tag are left as they are."""
+        from .decision_fit import DecisionFitter, fit_decision
+        from .scoring import gold_rows, gold_spans
+
+        records = [get_records(eg.predicted).get(self.name) for eg in examples]
+        if any(r is None for eg, r in zip(examples, records) if len(eg.predicted)) or len(examples) < 4:
+            return examples
+        raw = [record_raw_scores(r) if r is not None else np.zeros((0, len(self.tags)), dtype=np.float32) for r in records]
+        decoder = self.model.get_ref("decoder")
+        fitter = DecisionFitter(raw, [gold_spans(eg, self.task.spans) for eg in examples], [gold_rows(eg) for eg in examples],
+                                self.tags, self.labels, lambda s: decode(decoder, s))
+        self.cfg["decision_bias"] = fit_decision(fitter, self.cfg.get("decision_bias"), per_label=False).bias
+        predictions = self.decide(raw)
+        docs = []
+        for eg in examples:
+            doc = eg.predicted.copy()
+            if self.task.name == "ents":
+                doc.ents = []  # ours are re-set below
+            docs.append(doc)
+        self.set_annotations(docs, predictions)
+        return [Example(doc, eg.reference) for doc, eg in zip(docs, examples)]
 
     # ---- serialization ------------------------------------------------------
     def _load_weights(self, data: bytes, source: str) -> None:
@@ -481,6 +518,7 @@ _COMMON = {
     "alternatives_k": 5,
     "alternatives_threshold": 0.05,
     "min_confidence": None,
+    "fit_decision_during_training": False,
 }
 
 
@@ -493,7 +531,7 @@ _COMMON = {
 def make_bilstm_tagger(
     nlp: Language, name: str, model: Model, target: str, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable],
     alternatives_key: Optional[str] = None, alternatives_k: int = 5, alternatives_threshold: float = 0.05,
-    min_confidence: Thresholds = None,
+    min_confidence: Thresholds = None, fit_decision_during_training: bool = False,
 ) -> BiLSTMTagger:
     """BiLSTM(-CRF) named entity recognizer writing doc.ents.
 
@@ -510,7 +548,7 @@ def make_bilstm_tagger(
     return BiLSTMTagger(
         nlp.vocab, model, name, target=target, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer,
         alternatives_key=alternatives_key, alternatives_k=alternatives_k, alternatives_threshold=alternatives_threshold,
-        min_confidence=min_confidence,
+        min_confidence=min_confidence, fit_decision_during_training=fit_decision_during_training,
     )
 
 
@@ -518,12 +556,12 @@ def _task_factory(task_name: str) -> Callable:
     def make(
         nlp: Language, name: str, model: Model, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable],
         alternatives_key: Optional[str] = None, alternatives_k: int = 5, alternatives_threshold: float = 0.05,
-        min_confidence: Thresholds = None,
+        min_confidence: Thresholds = None, fit_decision_during_training: bool = False,
     ) -> BiLSTMTagger:
         return BiLSTMTagger(
             nlp.vocab, model, name, target=task_name, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer,
             alternatives_key=alternatives_key, alternatives_k=alternatives_k, alternatives_threshold=alternatives_threshold,
-            min_confidence=min_confidence,
+            min_confidence=min_confidence, fit_decision_during_training=fit_decision_during_training,
         )
 
     make.__name__ = f"make_{TASKS[task_name].factory}"
