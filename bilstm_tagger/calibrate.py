@@ -17,9 +17,10 @@ every later prediction, confidence, marginal and n-best probability uses.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -197,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
     nlp = load_pipeline(args.model)
     name, pipe = find_tagger(nlp)
     old_temperature, old_bias = pipe.cfg.get("temperature"), pipe.cfg.get("decision_bias")
+    summary: Dict[str, Any] = {"model": args.model, "dataset": args.dataset, "split": args.split, "limit": args.limit,
+                               "old_decision_bias": old_bias, "old_temperature": old_temperature}
     # Tag once with the raw model; every decision and temperature is then tried on the filed scores.
     pipe.cfg["temperature"], pipe.cfg["decision_bias"] = None, None
     tagged = tag_split(nlp, read_split(nlp, args, args.split, args.limit), args.batch_size)
@@ -205,26 +208,41 @@ def run(args: argparse.Namespace) -> int:
         fit = fit_decision(split_fitter(tagged, pipe), old_bias, alpha=args.alpha, per_label=args.per_label)
         report_decision(fit, args.split)
         bias = fit.bias
+        summary["decision"] = _fit_summary(fit)
     pipe.cfg["decision_bias"] = bias
     redecide(tagged, pipe)
     temperature, kept_note = _fit_temperature(tagged, nlp, old_temperature, args)
-    held = None
+    summary.update(decision_bias=bias, temperature=temperature)
     if args.test_split:
         pipe.cfg["decision_bias"], pipe.cfg["temperature"] = None, None
-        held = tag_split(nlp, read_split(nlp, args, args.test_split, args.limit), args.batch_size)
+        held = tag_split(nlp, read_split(nlp, args, args.test_split, args.test_limit), args.batch_size)
         fitter = split_fitter(held, pipe)
-        print(f"{args.test_split} (held out): before {fitter.score(old_bias)}")
-        print(f"{args.test_split} (held out): after  {fitter.score(bias)}")
+        before, after = fitter.score(old_bias), fitter.score(bias)
+        print(f"{args.test_split} (held out): before {before}")
+        print(f"{args.test_split} (held out): after  {after}")
         pipe.cfg["decision_bias"] = bias
         redecide(held, pipe)
-        _report(f"{args.test_split} (held out)", split_calibration(held, nlp, old_temperature or 1.0, args.bins),
-                split_calibration(held, nlp, temperature, args.bins))
+        ece = (split_calibration(held, nlp, old_temperature or 1.0, args.bins), split_calibration(held, nlp, temperature, args.bins))
+        _report(f"{args.test_split} (held out)", *ece)
+        summary["test"] = {"split": args.test_split, "limit": args.test_limit, "before": vars(before), "after": vars(after),
+                           "ece_before": ece[0].ece, "ece_after": ece[1].ece}
     pipe.cfg["decision_bias"], pipe.cfg["temperature"] = bias, (temperature if temperature != 1.0 or old_temperature else None)
     if args.output:
         nlp.to_disk(args.output)
         print(f"saved the pipeline with decision bias {describe_bias(bias)} and temperature {temperature:.4f}{kept_note} "
               f"to {args.output}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
     return 0
+
+
+def _fit_summary(fit: DecisionFit) -> Dict[str, Any]:
+    out = {"kind": fit.kind, "bias": fit.bias, "before": vars(fit.before), "after": vars(fit.after), "best_scalar": fit.scalar,
+           "scalar_heldout_gain": fit.scalar_test.mean, "scalar_p_value": fit.scalar_test.p_value}
+    if fit.label_test is not None:
+        out.update(best_per_label=fit.label_bias, per_label_heldout_gain=fit.label_test.mean, per_label_p_value=fit.label_test.p_value)
+    return out
 
 
 def _fit_temperature(tagged: TaggedSplit, nlp, old: Optional[float], args: argparse.Namespace) -> Tuple[float, str]:

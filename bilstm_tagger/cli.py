@@ -257,7 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("model", help="a pipeline directory, e.g. training/ner/model-best")
     _add_dataset_args(ca)
     ca.add_argument("--split", default="validation", help="the split to fit the decision and the temperature on (held out from training)")
-    ca.add_argument("--test-split", default=None, help="also report ECE before/after on this held-out split")
+    ca.add_argument("--test-split", default=None, help="also report P/R/F1 and ECE before/after on this held-out split")
+    ca.add_argument("--test-limit", type=int, default=0, help="read at most this many rows of --test-split (0 = all)")
+    ca.add_argument("--json", default=None, help="also write the numbers (decision, P/R/F1, T, ECE) to this JSON file")
     ca.add_argument("--output", default=None, help="write the calibrated pipeline here (may be MODEL itself)")
     ca.add_argument("--bins", type=int, default=10, help="reliability bins")
     ca.add_argument("--no-decision", dest="fit_decision", action="store_false",
