@@ -109,6 +109,8 @@ class Source:
         rel = _rel(self.files[0], self.root)
         with open(self.files[0], "rb") as handle:
             for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue  # a blank line separates docs; it is not a row (ids keep the file's line numbers)
                 yield f"{rel}:{number}", check_value(raw.rstrip(b"\r\n"), "text")
 
 
