@@ -32,8 +32,29 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after each option's help; descriptions keep their line breaks."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their line breaks; an option's default follows its help once, where it says
+    something: not for required options, unset (None) or off (False) ones, nor where the help
+    already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if action.required or unset or "default" in text:
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
+
+
+# Each command's --split default fits what it does; the help says why, since they differ
+# (annotate's, train, is in annotate/__init__.py).
+SPLIT_HELP = {
+    "evaluate": "the split to tag and score (default: test, the held-out split whose score one reports)",
+    "calibrate": "the split to measure and fit the temperature on (default: validation: fitting on test "
+    "would tune to the split you report)",
+    "explain": "split of --dataset (default: validation, as calibrate: the split models are tuned on, not the reported one)",
+}
 
 
 _TRAIN_EPILOG = """\
@@ -276,10 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="tag a dataset split and print seqeval's report and words/s")
     ev.add_argument("model", help="a pipeline directory, e.g. training/ner/model-best")
     _add_dataset_args(ev)
-    ev.add_argument("--split", default="test", help="the split to tag and score")
+    ev.add_argument("--split", default="test", help=SPLIT_HELP["evaluate"])
     ev.add_argument("--batch-size", type=int, default=256, help="docs per nlp.pipe batch")
-    ev.add_argument("--mode", choices=["default", "strict"], default=None, help="seqeval mode (default: conlleval-compatible)")
-    ev.add_argument("--scheme", choices=["IOB2", "BILOU"], default=None, help="scheme for --mode strict")
+    ev.add_argument("--mode", choices=["default", "strict"], default=None, help="seqeval mode (default: the pipeline's scorer setting, conlleval-compatible unless set)")
+    ev.add_argument("--scheme", choices=["IOB2", "BILOU"], default=None, help="scheme for --mode strict (default: the pipeline's scorer setting, else IOB2)")
     ev.add_argument("--output", default=None, help="also write the scores as JSON to this file")
     ev.set_defaults(func=evaluate)
 
@@ -314,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = ex.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="a text to explain (repeatable)")
     source.add_argument("--dataset", help="Hugging Face hub id or local directory in hub layout")
-    ex.add_argument("--split", default="validation", help="split of --dataset")
+    ex.add_argument("--split", default="validation", help=SPLIT_HELP["explain"])
     ex.add_argument("--n", type=int, default=20, help="how many docs of the split")
     ex.add_argument("--name", default=None, help="dataset config name")
     ex.add_argument("--revision", default=None, help="dataset revision (hub datasets)")
@@ -333,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ca.add_argument("model", help="a pipeline directory, e.g. training/ner/model-best")
     _add_dataset_args(ca)
-    ca.add_argument("--split", default="validation", help="the split to measure and fit the temperature on")
+    ca.add_argument("--split", default="validation", help=SPLIT_HELP["calibrate"])
     ca.add_argument("--test-split", default=None, help="also report ECE before/after on this held-out split")
     ca.add_argument("--output", default=None, help="write the calibrated pipeline here (may be MODEL itself)")
     ca.add_argument("--bins", type=int, default=10, help="reliability bins")
