@@ -50,10 +50,10 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 # Each command's --split default fits what it does; the help says why, since they differ
 # (annotate's, train, is in annotate/__init__.py).
 SPLIT_HELP = {
-    "evaluate": "the split to tag and score (default: test, the held-out split whose score one reports)",
-    "calibrate": "the split to measure and fit the temperature on (default: validation: fitting on test "
-    "would tune to the split you report)",
-    "explain": "split of --dataset (default: validation, as calibrate: the split models are tuned on, not the reported one)",
+    "evaluate": "the split to tag and score; test because it is the held-out split whose score one reports",
+    "calibrate": "the split to measure and fit the temperature on; validation because fitting on test "
+    "would tune to the split one reports",
+    "explain": "split of --dataset; validation, as calibrate: the split models are tuned on, not the reported one",
 }
 
 

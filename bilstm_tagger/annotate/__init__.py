@@ -38,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--input-type", choices=INPUT_TYPES, default="auto", help="how to read INPUT; auto decides by extension and folder content")
     p.add_argument(
         "--split", default="train",
-        help="split of a HF dataset (default: train, the one split a plain corpus loads as; annotate tags, it does not score)",
+        help="split of a HF dataset; train because it is the one split a plain corpus loads as (annotate tags, it does not score)",
     )
     p.add_argument("--name", default=None, help="HF dataset config name")
     p.add_argument("--revision", default=None, help="HF dataset revision (hub datasets)")
