@@ -11,7 +11,7 @@ reader and scorer through the package's entry points.
 import importlib
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 _EXPORTS = {
     "BiLSTMTagger": "pipeline.component",

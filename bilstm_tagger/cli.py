@@ -7,12 +7,14 @@ is instant.
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import inspect
 import json
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Collection, Dict, Optional, Sequence
 
 from .errors import DatasetError, ModelLoadError
 
@@ -30,8 +32,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Defaults after each option's help; descriptions keep their line breaks."""
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their line breaks; an option's default follows its help once, where it says
+    something: not for required options, unset (None) or off (False) ones, nor where the help
+    already states its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        flag = isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))  # the flag is the setting
+        if action.required or unset or flag or "default" in text:
+            return text
+        if action.option_strings or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE):
+            return f"{text} (default: %(default)s)"
+        return text
+
+
+# Each command's --split default fits what it does; the help says why, since they differ
+# (annotate's, train, is in annotate/__init__.py).
+SPLIT_HELP = {
+    "evaluate": "the split to tag and score; test because it is the held-out split whose score one reports",
+    "calibrate": "the split to fit the decision and the temperature on; validation because fitting on test "
+    "would tune to the split one reports",
+    "explain": "split of --dataset; validation, as calibrate: the split models are tuned on, not the reported one",
+}
 
 
 _TRAIN_EPILOG = """\
@@ -157,6 +181,83 @@ def train(args: argparse.Namespace, overrides: dict) -> int:
     return 0
 
 
+# Top-level sections spaCy validates against a schema (extra keys are refused, deep inside training).
+_SCHEMAS = {"training": "ConfigSchemaTraining", "nlp": "ConfigSchemaNlp", "initialize": "ConfigSchemaInit"}
+
+
+def unknown_override(config: Dict, key: str) -> Optional[str]:
+    """Why the override `key` (section.sub.name) names no setting of `config`, with the closest valid
+    name; None when it does, or when its section takes any name ([paths], [system], score weights).
+
+    Checked before anything is built: confection or spaCy would otherwise refuse it only after
+    loading the datasets, with a dump of the whole section.
+    """
+    *sections, leaf = key.split(".")
+    node: Dict = config
+    for depth, name in enumerate(sections):
+        child = node.get(name)
+        if not isinstance(child, dict):
+            sections_here = [k for k, v in node.items() if isinstance(v, dict)]
+            return _no_setting(key, sections[:depth], name, sections_here, key.split(".")[depth + 1 :])
+        node = child
+    if leaf in node:
+        return None
+    valid = _settings_of(node, sections)
+    if valid is None or leaf in valid:
+        return None
+    return _no_setting(key, sections, leaf, set(valid) | set(node), [])
+
+
+def _no_setting(key: str, where: Sequence[str], name: str, choices: Collection[str], rest: Sequence[str]) -> str:
+    """One line: the unknown name, its section, and the key with the closest valid name in its place."""
+    close = difflib.get_close_matches(name, sorted(choices), n=1)
+    hint = f"; did you mean --{'.'.join([*where, close[0], *rest])}?" if close else ""
+    return f"--{key}: the config has no setting {name!r} in [{'.'.join(where) or 'top level'}]{hint}"
+
+
+def _settings_of(section: Dict, path: Sequence[str]) -> Optional[Collection[str]]:
+    """The names `section` accepts: its registered function's arguments, its component factory's
+    settings, or spaCy's schema for [training]/[nlp]/[initialize]; None when any name may do."""
+    try:
+        for key, value in section.items():
+            if key.startswith("@"):
+                from spacy.util import registry
+
+                return _arguments(registry.get(key[1:], value))
+        if "factory" in section:
+            return _factory_settings(section["factory"])
+        if len(path) == 1 and path[0] in _SCHEMAS:
+            from spacy import schemas
+
+            schema = getattr(schemas, _SCHEMAS[path[0]])
+            return list(getattr(schema, "model_fields", None) or schema.__fields__)
+    except Exception:  # noqa: BLE001 - an unknown function or factory: spaCy will say so itself
+        return None
+    return None
+
+
+def _arguments(func: Callable) -> Optional[Collection[str]]:
+    parameters = inspect.signature(func).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+    return [name for name in parameters if name not in ("nlp", "name")]
+
+
+def _factory_settings(factory: str) -> Optional[Collection[str]]:
+    from importlib.metadata import entry_points
+
+    from spacy.language import Language
+    from spacy.util import registry
+
+    if not Language.has_factory(factory):
+        for point in entry_points(group="spacy_factories", name=factory):
+            point.load()  # importing the module registers the factory
+    if not Language.has_factory(factory):
+        return None
+    meta = Language.get_factory_meta(factory)
+    return set(meta.default_config or {}) | set(_arguments(registry.factories.get(factory)) or ())
+
+
 def vectors(args: argparse.Namespace) -> int:
     from .data.vectors import build_vectors_pipeline
 
@@ -197,10 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("evaluate", help="tag a dataset split and print seqeval's report and words/s")
     ev.add_argument("model", help="a pipeline directory, e.g. training/ner/model-best")
     _add_dataset_args(ev)
-    ev.add_argument("--split", default="test", help="the split to tag and score")
+    ev.add_argument("--split", default="test", help=SPLIT_HELP["evaluate"])
     ev.add_argument("--batch-size", type=int, default=256, help="docs per nlp.pipe batch")
-    ev.add_argument("--mode", choices=["default", "strict"], default=None, help="seqeval mode (default: conlleval-compatible)")
-    ev.add_argument("--scheme", choices=["IOB2", "BILOU"], default=None, help="scheme for --mode strict")
+    ev.add_argument("--mode", choices=["default", "strict"], default=None, help="seqeval mode (default: the pipeline's scorer setting, conlleval-compatible unless set)")
+    ev.add_argument("--scheme", choices=["IOB2", "BILOU"], default=None, help="scheme for --mode strict (default: the pipeline's scorer setting, else IOB2)")
     ev.add_argument("--output", default=None, help="also write the scores as JSON to this file")
     ev.set_defaults(func=evaluate)
 
@@ -235,7 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     source = ex.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="a text to explain (repeatable)")
     source.add_argument("--dataset", help="Hugging Face hub id or local directory in hub layout")
-    ex.add_argument("--split", default="validation", help="split of --dataset")
+    ex.add_argument("--split", default="validation", help=SPLIT_HELP["explain"])
     ex.add_argument("--n", type=int, default=20, help="how many docs of the split")
     ex.add_argument("--name", default=None, help="dataset config name")
     ex.add_argument("--revision", default=None, help="dataset revision (hub datasets)")
@@ -256,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ca.add_argument("model", help="a pipeline directory, e.g. training/ner/model-best")
     _add_dataset_args(ca)
-    ca.add_argument("--split", default="validation", help="the split to fit the decision and the temperature on (held out from training)")
+    ca.add_argument("--split", default="validation", help=SPLIT_HELP["calibrate"])
     ca.add_argument("--test-split", default=None, help="also report P/R/F1 and ECE before/after on this held-out split")
     ca.add_argument("--test-limit", type=int, default=0, help="read at most this many rows of --test-split (0 = all)")
     ca.add_argument("--json", default=None, help="also write the numbers (decision, P/R/F1, T, ECE) to this JSON file")
@@ -282,6 +383,16 @@ def _lazy(module: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+def _bad_override(config_path: str, overrides: Dict) -> Optional[str]:
+    """The first override that names no setting of the config file (a missing file is train's to report)."""
+    if not Path(config_path).is_file():
+        return None
+    from spacy.util import load_config
+
+    config = load_config(config_path, interpolate=False)
+    return next((problem for problem in (unknown_override(config, key) for key in overrides) if problem), None)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args, extra = build_parser().parse_known_args(argv)
     overrides = {}
@@ -294,6 +405,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             overrides = parse_config_overrides(extra)
         except SystemExit:
             print(f"error: config overrides must look like --section.key value, not {' '.join(extra)}", file=sys.stderr)
+            return 2
+        problem = _bad_override(args.config, overrides)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
             return 2
     if getattr(args, "limit", 0) < 0 or getattr(args, "batch_size", 1) < 1:
         print("error: --limit must be >= 0 and --batch-size >= 1", file=sys.stderr)

@@ -27,8 +27,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Rerunning the same command after a kill resumes where it stopped. Rows that cannot be tagged go "
             "to OUTPUT_DIR/errors.jsonl with their id and the reason."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    )  # the formatter comes from the parent's parser_class (the CLI's shows each default once)
     p.add_argument("model", help="a pipeline directory (e.g. training/ner/model-best)")
     p.add_argument(
         "input",
@@ -37,7 +36,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("output_dir", help="folder for the shards, errors.jsonl and _annotate.json")
     p.add_argument("--input-type", choices=INPUT_TYPES, default="auto", help="how to read INPUT; auto decides by extension and folder content")
-    p.add_argument("--split", default="train", help="split of a HF dataset")
+    p.add_argument(
+        "--split", default="train",
+        help="split of a HF dataset; train because it is the one split a plain corpus loads as (annotate tags, it does not score)",
+    )
     p.add_argument("--name", default=None, help="HF dataset config name")
     p.add_argument("--revision", default=None, help="HF dataset revision (hub datasets)")
     p.add_argument(

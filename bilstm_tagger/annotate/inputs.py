@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
+from ..data.paths import hub_unreachable, missing_local_path, unreachable_message
 from .core import AnnotateError, Bad, Column, check_value, pick_value
 
 INPUT_TYPES = ("auto", "hf", "parquet", "jsonl", "txt")
@@ -108,6 +109,8 @@ class Source:
         rel = _rel(self.files[0], self.root)
         with open(self.files[0], "rb") as handle:
             for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue  # a blank line separates docs; it is not a row (ids keep the file's line numbers)
                 yield f"{rel}:{number}", check_value(raw.rstrip(b"\r\n"), "text")
 
 
@@ -154,6 +157,9 @@ def detect_type(path: str) -> str:
         if any(c.name.endswith(".txt") for c in top):
             return "txt"
         return "hf"  # hub layout (data/*.parquet, README.md), or a save_to_disk folder
+    missing = missing_local_path(path)
+    if missing:  # a mistyped path, not a hub id: fail now rather than after the hub's retries
+        raise AnnotateError(missing)
     return "hf"  # not a local path: a hub id
 
 
@@ -228,6 +234,9 @@ def _schema_column(column: Column, names: List[str], where: str) -> Column:
 def load_hf(path: str, split: str, name: Optional[str], revision: Optional[str]):
     """A memory-mapped datasets.Dataset: load_from_disk folders, local hub-layout folders, hub ids."""
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    missing = missing_local_path(path)
+    if missing:
+        raise AnnotateError(missing)
     import datasets
 
     p = Path(path)
@@ -242,10 +251,12 @@ def load_hf(path: str, split: str, name: Optional[str], revision: Optional[str])
         return datasets.load_dataset(path, name, split=split, revision=revision)
     except AnnotateError:
         raise
-    except (ValueError, KeyError, FileNotFoundError, ConnectionError) as err:
-        raise AnnotateError(f"{path}: cannot load split {split!r}: {err}") from err
-    except Exception as err:  # datasets raises its own types (DatasetNotFoundError, ...)
-        raise AnnotateError(f"{path}: cannot load split {split!r}: {type(err).__name__}: {err}") from err
+    except Exception as err:  # datasets raises its own types too (DatasetNotFoundError, ...)
+        if hub_unreachable(err):
+            raise AnnotateError(unreachable_message(path)) from err
+        # Builtin types speak for themselves; datasets' own need their name to make sense.
+        known = isinstance(err, (ValueError, KeyError, FileNotFoundError))
+        raise AnnotateError(f"{path}: cannot load split {split!r}: {err if known else f'{type(err).__name__}: {err}'}") from err
 
 
 def _open_hf(path, split, name, revision, column, id_column) -> Source:

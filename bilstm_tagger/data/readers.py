@@ -5,6 +5,7 @@ column or row fails before training starts; Examples are then built lazily.
 """
 from __future__ import annotations
 
+import os
 import random
 import re
 import warnings
@@ -13,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
+from confection import ConfigValidationError
 from spacy.language import Language
 from spacy.tokens import Doc
 from spacy.training import Example
@@ -20,8 +22,29 @@ from spacy.util import registry
 
 from ..errors import ConfigError, DatasetError, TagError
 from ..pipeline.tasks import get_task
+from .paths import hub_unreachable, missing_local_path, unreachable_message
 
 _BATCH = 1000
+
+
+class DatasetNotFoundError(DatasetError, ConfigValidationError):
+    """A dataset that is neither a local folder nor reachable on the hub.
+
+    Also a ConfigValidationError: `spacy train` resolves [corpora] and [training] inside its
+    show_validation_error, which prints such an error as one line, where any other exception
+    prints a 60-line traceback.
+    """
+
+    def __init__(self, message: str = "", **config_error) -> None:
+        # show_validation_error rebuilds the error through from_error(), with keyword arguments only.
+        config_error.setdefault("title", message)
+        ConfigValidationError.__init__(self, **config_error)
+
+    def __str__(self) -> str:
+        return self.title or ""
+
+    def __reduce__(self):  # picklable (multiprocessing), though __init__ takes keywords
+        return (type(self), (self.title,))
 
 
 @contextmanager
@@ -37,7 +60,15 @@ def _keep_global_rng() -> Iterator[None]:
 
 
 def load_hf_dict(path: str, name: Optional[str] = None, revision: Optional[str] = None):
-    """`datasets.load_dataset(path, name)` as a DatasetDict, with an error that names the dataset."""
+    """`datasets.load_dataset(path, name)` as a DatasetDict, with an error that names the dataset.
+
+    A path that can only be local (see data.paths) and does not exist fails here at once: datasets
+    would take it for a hub id and retry the network for half a minute.
+    """
+    missing = missing_local_path(path)
+    if missing:
+        raise DatasetNotFoundError(missing)
+    path = os.path.expanduser(path)  # a config file's "~/data/x" is not expanded by any shell
     with _keep_global_rng():
         import datasets
     try:
@@ -47,6 +78,8 @@ def load_hf_dict(path: str, name: Optional[str] = None, revision: Optional[str] 
         empty = re.search(r'Instruction "([^"]+)" corresponds to no data', str(err))
         if empty:  # datasets refuses every split of a dict in which one split is empty
             raise DatasetError(f"dataset {path!r}, split {empty.group(1)!r} is empty") from None
+        if hub_unreachable(err):
+            raise DatasetNotFoundError(unreachable_message(path)) from None
         raise DatasetError(f"could not load dataset {path!r}" + (f" (config {name!r})" if name else "") + f": {err}") from None
     if not isinstance(dataset_dict, datasets.DatasetDict):
         dataset_dict = datasets.DatasetDict({"train": dataset_dict})
