@@ -218,6 +218,28 @@ def test_sigterm_mid_training_leaves_a_loadable_model_best(tmp_path):
     nlp("Mara Lindqvist visited Lisbon .")
 
 
+def test_train_saves_the_averaged_weights_that_won_model_best(tmp_path):
+    """use_averages = true: spaCy scores the averaged weights, so model-best must hold them, and scoring
+    the saved model-best on the same dev docs must give the score its meta.json records."""
+    from .conftest import read_examples
+
+    out = tmp_path / "run"
+    proc = run_train(
+        "--output", str(out), "--paths.dataset", str(SAMPLE), "--training.max_steps", "80",
+        "--training.eval_frequency", "40", "--corpora.dev.limit", "80",
+        "--components.bilstm_tagger.model.hidden_size", "32",
+        "--components.bilstm_tagger.model.embed.rows", "[2000, 500, 500, 200]",
+        "--components.bilstm_tagger.torch_threads", "1",
+    )
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    nlp = spacy.load(out / "model-best")
+    recorded = nlp.meta["performance"]["ents_f"]
+    rescored = nlp.evaluate(read_examples(nlp, SAMPLE, "validation", limit=80))["ents_f"]
+    assert 0 < recorded < 1
+    assert rescored == pytest.approx(recorded, abs=1e-9)  # meta.json keeps 10 decimals
+
+
 @pytest.mark.parametrize(
     "rows, args, message",
     [

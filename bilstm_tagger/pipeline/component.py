@@ -13,6 +13,7 @@ import hashlib
 import os
 import tempfile
 import warnings
+import weakref
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
@@ -24,7 +25,7 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import from_bytes, from_disk, to_bytes, to_disk
-from thinc.api import Config, Model
+from thinc.api import Config, Model, Optimizer
 
 from ..confidence import ScoreContext, make_record, register_extensions, store_record, write_alternatives
 from ..errors import ConfigError, ModelLoadError, WeightsError
@@ -46,6 +47,19 @@ DEFAULT_MODEL = Config().from_str(
 @architectures = "bilstm_tagger.HashCharEmbed.v1"
 """
 )["model"]
+
+
+# The optimizer each pipe was last updated with; weak keys, so a dropped pipeline takes its optimizer
+# (and the averages it holds) with it, and pickled pipes do not carry one.
+_OPTIMIZERS: "weakref.WeakKeyDictionary[BiLSTMTagger, Optimizer]" = weakref.WeakKeyDictionary()
+
+
+def last_optimizer(nlp: Language) -> Optional[Optimizer]:
+    """The optimizer that last updated a bilstm_tagger pipe of `nlp` (None before any update)."""
+    for _, pipe in nlp.pipeline:
+        if pipe in _OPTIMIZERS:
+            return _OPTIMIZERS[pipe]
+    return None
 
 
 class BiLSTMTagger(TrainablePipe):
@@ -273,6 +287,16 @@ class BiLSTMTagger(TrainablePipe):
         examples = list(examples)
         n_tokens = sum(len(eg.predicted) for eg in examples)
         return self._timed(n_tokens, lambda: super(BiLSTMTagger, self).update(examples, drop=drop, sgd=sgd, losses=losses))
+
+    def finish_update(self, sgd: Optimizer) -> None:
+        """Apply the gradients (TrainablePipe.finish_update), remembering the optimizer for checkpoints.
+
+        sgd (Optimizer): thinc's optimizer.
+        """
+        # spaCy's loop hands its optimizer to the pipes only: a checkpoint saver outside that loop
+        # (bilstm_tagger.checkpoints) finds it here to swap in its averages, as spaCy's save does.
+        _OPTIMIZERS[self] = sgd
+        super().finish_update(sgd)
 
     def get_loss(self, examples: Iterable[Example], scores: List) -> tuple:
         """The per-token loss and its gradient with respect to the model's scores.
