@@ -170,6 +170,31 @@ def test_input_kinds_and_formats(model_dir, tmp_path):
     assert [got_entities({"entities": r["entities"]}) for r in parquet_rows] == [expected_entities(d) for d in docs]
 
 
+def _rows_sharing_ids(path: Path) -> list:
+    """The issue's two rows with id "x", then sample texts in pairs that share an id, and rows without one."""
+    sample = [json.loads(line) for line in (SAMPLE / "test.jsonl").read_text(encoding="utf8").splitlines()][:40]
+    rows = [{"id": "x", "text": "Ann Smith lives in Oslo ."}, {"id": "x", "text": "Bob Jones works for Acme Corp in Paris today ."}]
+    rows += [{"id": f"pair-{i // 2}", "text": " ".join(r["tokens"])} for i, r in enumerate(sample[:30])]
+    rows += [{"text": " ".join(r["tokens"])} for r in sample[30:]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf8")
+    return rows
+
+
+def test_rows_that_share_an_id_each_come_out_once_with_their_own_entities(model_dir, tmp_path):
+    """Local engine: rows are kept apart by position; a shared id merges nothing."""
+    rows = _rows_sharing_ids(tmp_path / "dups.jsonl")
+    assert annotate(model_dir, tmp_path / "dups.jsonl", tmp_path / "out", "--shard-size", 16, "--batch-size", 8) == 0
+    nlp = spacy.load(model_dir)
+    expected = [expected_entities(nlp(r["text"])) for r in rows]
+    # Within a shared id the rows' entities differ, so a merge would show.
+    assert expected[0] != expected[1] and sum(a != b for a, b in zip(expected[2:32:2], expected[3:32:2])) > 5
+    out = rows_of(tmp_path / "out")
+    ids = [r.get("id", f"dups.jsonl:{line}") for line, r in enumerate(rows, start=1)]
+    assert [r["id"] for r in out] == ids  # every row once, in input order, with its own id
+    assert [got_entities(r) for r in out] == expected
+    assert errors_of(tmp_path / "out") == []
+
+
 def test_n_process_2_and_limit(model_dir, jsonl_input, tmp_path):
     assert annotate(model_dir, jsonl_input, tmp_path / "one", "--shard-size", 30, "--batch-size", 8) == 0
     assert annotate(model_dir, jsonl_input, tmp_path / "two", "--shard-size", 30, "--n-process", 2) == 0
