@@ -307,6 +307,27 @@ def test_ray_actor_killed_mid_run_is_retried_without_loss_or_duplicates(model_di
     assert _by_id(distributed) == close(_by_id(rows_of(tmp_path / "local")))
 
 
+@pytest.mark.parametrize(
+    "ids, message",
+    [
+        (["a", "b", "a", "c"], "id 'a' occurs more than once in column 'id'"),
+        (["a", None, "b", None], "2 row(s) have no 'id' value"),
+        ([1, "1", "2", "3"], "id '1' occurs more than once in column 'id'"),  # the same id once written as a string
+    ],
+)
+def test_ray_refuses_ids_that_do_not_tell_rows_apart_before_tagging(model_dir, ray_session, tmp_path, capsys, ids, message):
+    """Ray gives no row positions: the id must tell rows apart, so a missing or repeated id stops the run
+    before any tagging, with one error line naming it."""
+    path = tmp_path / "in.jsonl"
+    texts = ["Ann Smith lives in Oslo .", None, "Bob Jones works for Acme Corp in Paris today .", "Mara visited Lisbon ."]
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts)), encoding="utf8")
+    out = tmp_path / "ray"
+    assert annotate(model_dir, path, out, "--engine", "ray", "--num-cpus-per-actor", 0.5, "--batch-size", 2) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]  # Ray logs INFO lines too
+    assert len(errors) == 1 and message in errors[0]
+    assert list(out.iterdir()) == []  # nothing tagged, nothing written
+
+
 def test_a_folder_of_split_files_is_read_as_a_dataset_split(model_dir, tmp_path):
     """corpora/sample_ner holds train/validation/test.jsonl: --split picks one, as datasets does."""
     assert annotate(model_dir, SAMPLE, tmp_path / "out", "--split", "test") == 0
