@@ -328,6 +328,29 @@ def test_ray_refuses_ids_that_do_not_tell_rows_apart_before_tagging(model_dir, r
     assert list(out.iterdir()) == []  # nothing tagged, nothing written
 
 
+def test_ray_actor_uses_its_cpus_as_torch_threads(model_dir, ray_session, tmp_path):
+    """threads per actor = its CPUs: the pipe's thread tuner must not move an actor to every core."""
+    import ray
+
+    from bilstm_tagger.annotate.ray_engine import RayAnnotator
+
+    def probe(model: str, out: str):
+        import torch
+
+        annotator = RayAnnotator(model, "id", "tokens", "tokens", False, 64, 1, out, None)
+        tagger = annotator.nlp.get_pipe("bilstm_tagger")
+        rows = [json.loads(line) for line in (SAMPLE / "test.jsonl").read_text(encoding="utf8").splitlines()]
+        batch = pa.table({"id": [r["id"] for r in rows], "tokens": [r["tokens"] for r in rows]})
+        seen = []
+        for start in range(0, 150, 50):  # batches big enough for the tuner to time each count
+            annotator(batch.slice(start, 50))
+            seen.append(torch.get_num_threads())
+        return seen, tagger._tuner is None
+
+    seen, untuned = ray.get(ray.remote(num_cpus=1)(probe).remote(str(model_dir), str(tmp_path)))
+    assert seen == [1, 1, 1] and untuned
+
+
 def test_a_folder_of_split_files_is_read_as_a_dataset_split(model_dir, tmp_path):
     """corpora/sample_ner holds train/validation/test.jsonl: --split picks one, as datasets does."""
     assert annotate(model_dir, SAMPLE, tmp_path / "out", "--split", "test") == 0

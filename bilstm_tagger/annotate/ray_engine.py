@@ -32,9 +32,10 @@ class RayAnnotator:
     """map_batches callable class: one pipeline per actor, pyarrow batches in and out."""
 
     def __init__(self, model: str, id_column: str, column: str, kind: Optional[str], keep_text: bool, batch_size: int, threads: int, out: str, txt_root: Optional[str]):
-        import torch
+        from ..pipeline.threads import fix_process_threads
 
-        torch.set_num_threads(max(1, int(threads)))
+        # Threads = the actor's CPUs, fixed before the pipe loads so that its thread tuner keeps them.
+        fix_process_threads(max(1, int(threads)))
         self.stats = WorkerStats("ray")
         self.nlp = load_pipeline(model, self.stats)
         self.id_column, self.column, self.kind = id_column, column, kind
