@@ -28,7 +28,7 @@ from spacy.util import from_bytes, from_disk, to_bytes, to_disk
 from thinc.api import Config, Model, Optimizer
 
 from ..confidence import ScoreContext, make_record, register_extensions, store_record, write_alternatives
-from ..errors import ConfigError, ModelLoadError, WeightsError
+from ..errors import ConfigError, DatasetError, LabelError, ModelLoadError, WeightsError
 from ..ml import Decoded, TaggerLoss, check_vectors, crf_scores, is_initialized, load_tagger_bytes, set_transition_constraints
 from .tasks import TASKS, SpanTask, Task, get_task
 from .threads import ThreadTuner, make_tuner
@@ -155,11 +155,11 @@ class BiLSTMTagger(TrainablePipe):
         label (str): the label to add.
         """
         if not isinstance(label, str) or not label:
-            raise ValueError(f"bilstm_tagger: labels must be non-empty strings, not {label!r}")
+            raise LabelError(f"bilstm_tagger: labels must be non-empty strings, not {label!r}")
         if label in self.labels:
             return 0
         if is_initialized(self.model):
-            raise ValueError(
+            raise LabelError(
                 f"bilstm_tagger: cannot add label {label!r} to a model that is already built; "
                 "list every label before nlp.initialize()"
             )
@@ -181,7 +181,7 @@ class BiLSTMTagger(TrainablePipe):
             labels = sorted({label for eg in get_examples() for label in self.task.labels_in(eg.reference) if label})
         if not labels:
             where = self.task.description if self.target != "spans" else f"spans under doc.spans[{self.task.spans_key!r}]"
-            raise ValueError(f"bilstm_tagger: the training examples contain no {where}, so there is nothing to learn")
+            raise DatasetError(f"bilstm_tagger: the training examples contain no {where}, so there is nothing to learn")
         self.cfg["labels"] = []
         self._tag_index = None
         for label in labels:
