@@ -259,3 +259,23 @@ def test_bad_training_data_fails_before_any_training_step(tmp_path, rows, args, 
     assert "Traceback" not in stderr and not (tmp_path / "out" / "model-last").exists()
     # It failed while building the corpora, before any update (spaCy prints this table header when training starts).
     assert "LOSS" not in stdout and "Initial learn rate" not in stdout
+
+
+def test_the_command_line_prints_user_errors_in_one_line_and_lets_bugs_raise(tmp_path, capsys, monkeypatch):
+    from bilstm_tagger import cli
+    from bilstm_tagger.data import vectors
+
+    glove = tmp_path / "bad.txt"
+    glove.write_text("oslo 0.1 0.2\nlisbon 0.3\n", encoding="utf8")
+    assert cli.main(["vectors", str(glove), str(tmp_path / "vec")]) == 1
+    assert capsys.readouterr().err == f"error: {glove}, line 2: 1 values, expected 2\n"
+    assert cli.main(["evaluate", str(tmp_path / "no-model"), str(SAMPLE)]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'no-model'}: no such model directory\n"
+
+    def buggy(*args, **kwargs):
+        return {}["rows"]  # a KeyError from a bug, not from the user's input
+
+    monkeypatch.setattr(vectors, "build_vectors_pipeline", buggy)
+    with pytest.raises(KeyError, match="rows"):
+        cli.main(["vectors", str(glove), str(tmp_path / "vec")])
+
