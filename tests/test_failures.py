@@ -279,3 +279,26 @@ def test_the_command_line_prints_user_errors_in_one_line_and_lets_bugs_raise(tmp
     with pytest.raises(KeyError, match="rows"):
         cli.main(["vectors", str(glove), str(tmp_path / "vec")])
 
+
+def test_the_checkpoint_logger_is_declared_as_an_entry_point():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    entries = dict(line.split(" = ") for line in config["options.entry_points"]["spacy_loggers"].strip().splitlines())
+    module, name = entries["bilstm_tagger.CheckpointLogger.v1"].split(":")
+    from bilstm_tagger import checkpoints
+
+    assert module == checkpoints.__name__ and getattr(checkpoints, name) is spacy.registry.loggers.get("bilstm_tagger.CheckpointLogger.v1")
+
+
+def test_spacy_finds_the_checkpoint_logger_without_the_cli():
+    """Through the installed entry points only (a fresh process that never imports bilstm_tagger.cli).
+    Passes once the package is installed from a setup.cfg that declares the entry point."""
+    code = (
+        "import sys, spacy; spacy.registry.loggers.get('bilstm_tagger.CheckpointLogger.v1'); "
+        "print('bilstm_tagger.cli' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert result.stdout.strip() == "False"
