@@ -63,6 +63,19 @@ def save_pipeline(nlp: Language, target: Path) -> None:
     replace_dir(tmp, target)
 
 
+def save_checkpoint(nlp: Language, target: Path) -> None:
+    """save_pipeline under the optimizer's averaged weights, where it keeps averages (use_averages = true).
+
+    spaCy evaluates a checkpoint under the averages, so they are what won model-best; its own
+    save_checkpoint swaps them in the same way.
+    """
+    from .pipeline.component import last_optimizer
+
+    optimizer = last_optimizer(nlp)
+    with nlp.use_params(optimizer.averages if optimizer is not None else None):
+        save_pipeline(nlp, target)
+
+
 def copy_pipeline(source: Path, target: Path) -> None:
     tmp = _temp_dir(target)
     if tmp.exists():
@@ -100,7 +113,7 @@ def checkpoint_logger(output_path: str, logger: Optional[Callable] = None) -> Ca
             inner_step(info)
             if info is None:
                 return
-            save_pipeline(nlp, output / "model-last")
+            save_checkpoint(nlp, output / "model-last")
             # As spaCy's loop: a score equal to the best so far is a new best.
             if not best or info["score"] >= best[0]:
                 best[:] = [info["score"]]
@@ -108,7 +121,7 @@ def checkpoint_logger(output_path: str, logger: Optional[Callable] = None) -> Ca
 
         def finalize() -> None:
             inner_finalize()
-            save_pipeline(nlp, output / "model-last")
+            save_checkpoint(nlp, output / "model-last")
 
         return step, finalize
 

@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 from typing import Callable, Collection, Dict, Optional, Sequence
 
-from .errors import DatasetError, ModelLoadError
+from .errors import BilstmTaggerError, ModelLoadError
 
-_FAILURES = (DatasetError, ModelLoadError, OSError, ValueError, KeyError)
+# What a user can fix (the package's own errors, files, spaCy's config checks): one `error:` line.
+# Anything else is a bug and keeps its traceback.
+_FAILURES: tuple = (BilstmTaggerError, OSError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,7 +82,7 @@ def _find_component(nlp):
     for name, pipe in nlp.pipeline:
         if isinstance(pipe, BiLSTMTagger):
             return name, pipe
-    raise ValueError(f"the pipeline has no bilstm_tagger component (it has: {', '.join(nlp.pipe_names) or 'none'})")
+    raise ModelLoadError(f"the pipeline has no bilstm_tagger component (it has: {', '.join(nlp.pipe_names) or 'none'})")
 
 
 def _load_pipeline(path: str):
@@ -413,8 +415,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if getattr(args, "limit", 0) < 0 or getattr(args, "batch_size", 1) < 1:
         print("error: --limit must be >= 0 and --batch-size >= 1", file=sys.stderr)
         return 2
+    from thinc.api import ConfigValidationError
+
     try:
         return args.func(args, overrides) if getattr(args, "takes_overrides", False) else args.func(args)
-    except _FAILURES as err:
+    except (*_FAILURES, ConfigValidationError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

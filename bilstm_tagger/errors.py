@@ -1,25 +1,41 @@
-"""Every error the package raises on purpose; each message names the thing at fault."""
+"""Every error the package raises on purpose; each message names the thing at fault.
+
+All are `BilstmTaggerError`s, which are `ValueError`s, so callers that caught ValueError still catch them;
+the command line prints them as one `error:` line, and lets anything else (a bug) raise with its traceback.
+"""
 
 
-class ModelLoadError(ValueError):
+class BilstmTaggerError(ValueError):
+    """The base of the package's own errors."""
+
+
+class ModelLoadError(BilstmTaggerError):
     """A saved model directory or byte string could not be loaded; the message names the file."""
 
 
-class DatasetError(ValueError):
+class DatasetError(BilstmTaggerError):
     """Training or evaluation data is unusable; the message names dataset, split, column and row."""
 
 
-class WeightsError(ValueError):
+class WeightsError(BilstmTaggerError):
     """Bytes that are not a complete, matching set of bilstm_tagger weights."""
 
 
-class TagError(ValueError):
+class TagError(BilstmTaggerError):
     """A tag that fits no scheme (unknown prefix or a missing label)."""
 
 
-class ConfigError(ValueError):
+class ConfigError(BilstmTaggerError):
     """Settings that cannot work together, caught before any data is loaded."""
 
 
-class AnnotateError(ValueError):
+class AnnotateError(BilstmTaggerError):
     """A fatal problem with annotate's arguments, input or output directory (one `error:` line)."""
+
+
+class LabelError(BilstmTaggerError):
+    """A label the component cannot take: not a non-empty string, or added after the model was built."""
+
+
+class VectorsError(BilstmTaggerError):
+    """A vectors source (GloVe text, *_emb.npy + *index.parquet) that cannot be read; the message names the file."""

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .calibrate import calibration, find_tagger, load_pipeline, read_split, tag_split
+from .errors import ConfigError, DatasetError
 from .inspect_pipe import crf_transitions, network_internals
 from .introspect import gate_saturation
 from .report import AttentionMap, Entity, GateSaturation, ReportData, ReportDoc, TransitionTable, build_report, neuron_tracks, select_neurons
@@ -71,7 +72,7 @@ def explain_docs(nlp, docs: Sequence, references: Optional[Sequence] = None, tit
     docs = [doc for doc in docs if len(doc)]
     internals, weights = network_internals(pipe, docs)
     if internals is None:
-        raise ValueError("every doc is empty: nothing to explain")
+        raise DatasetError("every doc is empty: nothing to explain")
     lengths = [len(doc) for doc in docs]
     hidden = internals.output[internals.mask].cpu().numpy()  # tokens of all docs, in order
     selections = select_neurons(hidden, _token_tags(pipe, docs, references), top_k=top_k)
@@ -113,7 +114,7 @@ def summary(explanation: Explanation) -> str:
 
 def run(args: argparse.Namespace) -> int:
     if args.n < 1 or args.top_k < 1:
-        raise ValueError("--n and --top-k must be >= 1")
+        raise ConfigError("--n and --top-k must be >= 1")
     nlp = load_pipeline(args.model)
     if args.text:
         docs, references, data_note = list(nlp.pipe(args.text)), None, f"{len(args.text)} text(s)"

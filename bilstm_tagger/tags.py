@@ -11,7 +11,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import TagError
+from .errors import ConfigError, TagError
 
 SCHEMES = ("IOB2", "BILOU")
 # Prefixes we read. E/S are the BIOES spelling of L/U.
@@ -23,7 +23,7 @@ Span = Tuple[int, int, str]  # (start token, end token exclusive, label)
 
 def check_scheme(scheme: str) -> str:
     if scheme not in SCHEMES:
-        raise ValueError(f"Unknown tag scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
+        raise ConfigError(f"Unknown tag scheme {scheme!r}: expected one of {', '.join(SCHEMES)}")
     return scheme
 
 

@@ -170,6 +170,31 @@ def test_input_kinds_and_formats(model_dir, tmp_path):
     assert [got_entities({"entities": r["entities"]}) for r in parquet_rows] == [expected_entities(d) for d in docs]
 
 
+def _rows_sharing_ids(path: Path) -> list:
+    """The issue's two rows with id "x", then sample texts in pairs that share an id, and rows without one."""
+    sample = [json.loads(line) for line in (SAMPLE / "test.jsonl").read_text(encoding="utf8").splitlines()][:40]
+    rows = [{"id": "x", "text": "Ann Smith lives in Oslo ."}, {"id": "x", "text": "Bob Jones works for Acme Corp in Paris today ."}]
+    rows += [{"id": f"pair-{i // 2}", "text": " ".join(r["tokens"])} for i, r in enumerate(sample[:30])]
+    rows += [{"text": " ".join(r["tokens"])} for r in sample[30:]]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf8")
+    return rows
+
+
+def test_rows_that_share_an_id_each_come_out_once_with_their_own_entities(model_dir, tmp_path):
+    """Local engine: rows are kept apart by position; a shared id merges nothing."""
+    rows = _rows_sharing_ids(tmp_path / "dups.jsonl")
+    assert annotate(model_dir, tmp_path / "dups.jsonl", tmp_path / "out", "--shard-size", 16, "--batch-size", 8) == 0
+    nlp = spacy.load(model_dir)
+    expected = [expected_entities(nlp(r["text"])) for r in rows]
+    # Within a shared id the rows' entities differ, so a merge would show.
+    assert expected[0] != expected[1] and sum(a != b for a, b in zip(expected[2:32:2], expected[3:32:2])) > 5
+    out = rows_of(tmp_path / "out")
+    ids = [r.get("id", f"dups.jsonl:{line}") for line, r in enumerate(rows, start=1)]
+    assert [r["id"] for r in out] == ids  # every row once, in input order, with its own id
+    assert [got_entities(r) for r in out] == expected
+    assert errors_of(tmp_path / "out") == []
+
+
 def test_n_process_2_and_limit(model_dir, jsonl_input, tmp_path):
     assert annotate(model_dir, jsonl_input, tmp_path / "one", "--shard-size", 30, "--batch-size", 8) == 0
     assert annotate(model_dir, jsonl_input, tmp_path / "two", "--shard-size", 30, "--n-process", 2) == 0
@@ -280,6 +305,50 @@ def test_ray_actor_killed_mid_run_is_retried_without_loss_or_duplicates(model_di
     ids = [r["id"] for r in distributed]
     assert len(ids) == len(set(ids)) == 150
     assert _by_id(distributed) == close(_by_id(rows_of(tmp_path / "local")))
+
+
+@pytest.mark.parametrize(
+    "ids, message",
+    [
+        (["a", "b", "a", "c"], "id 'a' occurs more than once in column 'id'"),
+        (["a", None, "b", None], "2 row(s) have no 'id' value"),
+        ([1, "1", "2", "3"], "id '1' occurs more than once in column 'id'"),  # the same id once written as a string
+    ],
+)
+def test_ray_refuses_ids_that_do_not_tell_rows_apart_before_tagging(model_dir, ray_session, tmp_path, capsys, ids, message):
+    """Ray gives no row positions: the id must tell rows apart, so a missing or repeated id stops the run
+    before any tagging, with one error line naming it."""
+    path = tmp_path / "in.jsonl"
+    texts = ["Ann Smith lives in Oslo .", None, "Bob Jones works for Acme Corp in Paris today .", "Mara visited Lisbon ."]
+    path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts)), encoding="utf8")
+    out = tmp_path / "ray"
+    assert annotate(model_dir, path, out, "--engine", "ray", "--num-cpus-per-actor", 0.5, "--batch-size", 2) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]  # Ray logs INFO lines too
+    assert len(errors) == 1 and message in errors[0]
+    assert list(out.iterdir()) == []  # nothing tagged, nothing written
+
+
+def test_ray_actor_uses_its_cpus_as_torch_threads(model_dir, ray_session, tmp_path):
+    """threads per actor = its CPUs: the pipe's thread tuner must not move an actor to every core."""
+    import ray
+
+    from bilstm_tagger.annotate.ray_engine import RayAnnotator
+
+    def probe(model: str, out: str):
+        import torch
+
+        annotator = RayAnnotator(model, "id", "tokens", "tokens", False, 64, 1, out, None)
+        tagger = annotator.nlp.get_pipe("bilstm_tagger")
+        rows = [json.loads(line) for line in (SAMPLE / "test.jsonl").read_text(encoding="utf8").splitlines()]
+        batch = pa.table({"id": [r["id"] for r in rows], "tokens": [r["tokens"] for r in rows]})
+        seen = []
+        for start in range(0, 150, 50):  # batches big enough for the tuner to time each count
+            annotator(batch.slice(start, 50))
+            seen.append(torch.get_num_threads())
+        return seen, tagger._tuner is None
+
+    seen, untuned = ray.get(ray.remote(num_cpus=1)(probe).remote(str(model_dir), str(tmp_path)))
+    assert seen == [1, 1, 1] and untuned
 
 
 def test_a_folder_of_split_files_is_read_as_a_dataset_split(model_dir, tmp_path):

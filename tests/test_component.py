@@ -127,6 +127,23 @@ def test_labels_cannot_be_added_after_initialize(ner_nlp):
         ner_nlp.get_pipe("bilstm_tagger").add_label("NEW")
 
 
+def test_label_and_data_errors_are_the_packages_typed_errors(ner_nlp):
+    """The command line prints these as one line; they stay ValueErrors for callers that catch those."""
+    from bilstm_tagger.errors import BilstmTaggerError, DatasetError, LabelError
+
+    pipe = ner_nlp.get_pipe("bilstm_tagger")
+    with pytest.raises(LabelError, match="cannot add label 'NEW' to a model that is already built"):
+        pipe.add_label("NEW")
+    nlp = spacy.blank("en")
+    fresh = nlp.add_pipe("bilstm_tagger", config={"model": TINY_MODEL})
+    with pytest.raises(LabelError, match="labels must be non-empty strings, not ''"):
+        fresh.add_label("")
+    no_entities = [Example(nlp.make_doc("Nothing here ."), nlp.make_doc("Nothing here ."))]
+    with pytest.raises(DatasetError, match="the training examples contain no") as caught:
+        nlp.initialize(lambda: no_entities)
+    assert isinstance(caught.value, BilstmTaggerError) and isinstance(caught.value, ValueError)
+
+
 def test_bad_settings_fail_at_construction():
     nlp = spacy.blank("en")
     with pytest.raises(ValueError, match="target must be one of ents, spans, tag, pos, not 'chunks'"):

@@ -266,6 +266,28 @@ def test_sigterm_mid_training_leaves_a_loadable_model_best(tmp_path):
     nlp("Mara Lindqvist visited Lisbon .")
 
 
+def test_train_saves_the_averaged_weights_that_won_model_best(tmp_path):
+    """use_averages = true: spaCy scores the averaged weights, so model-best must hold them, and scoring
+    the saved model-best on the same dev docs must give the score its meta.json records."""
+    from .conftest import read_examples
+
+    out = tmp_path / "run"
+    proc = run_train(
+        "--output", str(out), "--paths.dataset", str(SAMPLE), "--training.max_steps", "80",
+        "--training.eval_frequency", "40", "--corpora.dev.limit", "80",
+        "--components.bilstm_tagger.model.hidden_size", "32",
+        "--components.bilstm_tagger.model.embed.rows", "[2000, 500, 500, 200]",
+        "--components.bilstm_tagger.torch_threads", "1",
+    )
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr[-2000:]
+    nlp = spacy.load(out / "model-best")
+    recorded = nlp.meta["performance"]["ents_f"]
+    rescored = nlp.evaluate(read_examples(nlp, SAMPLE, "validation", limit=80))["ents_f"]
+    assert 0 < recorded < 1
+    assert rescored == pytest.approx(recorded, abs=1e-9)  # meta.json keeps 10 decimals
+
+
 @pytest.mark.parametrize(
     "rows, args, message",
     [
@@ -285,3 +307,46 @@ def test_bad_training_data_fails_before_any_training_step(tmp_path, rows, args, 
     assert "Traceback" not in stderr and not (tmp_path / "out" / "model-last").exists()
     # It failed while building the corpora, before any update (spaCy prints this table header when training starts).
     assert "LOSS" not in stdout and "Initial learn rate" not in stdout
+
+
+def test_the_command_line_prints_user_errors_in_one_line_and_lets_bugs_raise(tmp_path, capsys, monkeypatch):
+    from bilstm_tagger import cli
+    from bilstm_tagger.data import vectors
+
+    glove = tmp_path / "bad.txt"
+    glove.write_text("oslo 0.1 0.2\nlisbon 0.3\n", encoding="utf8")
+    assert cli.main(["vectors", str(glove), str(tmp_path / "vec")]) == 1
+    assert capsys.readouterr().err == f"error: {glove}, line 2: 1 values, expected 2\n"
+    assert cli.main(["evaluate", str(tmp_path / "no-model"), str(SAMPLE)]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'no-model'}: no such model directory\n"
+
+    def buggy(*args, **kwargs):
+        return {}["rows"]  # a KeyError from a bug, not from the user's input
+
+    monkeypatch.setattr(vectors, "build_vectors_pipeline", buggy)
+    with pytest.raises(KeyError, match="rows"):
+        cli.main(["vectors", str(glove), str(tmp_path / "vec")])
+
+
+def test_the_checkpoint_logger_is_declared_as_an_entry_point():
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    entries = dict(line.split(" = ") for line in config["options.entry_points"]["spacy_loggers"].strip().splitlines())
+    module, name = entries["bilstm_tagger.CheckpointLogger.v1"].split(":")
+    from bilstm_tagger import checkpoints
+
+    assert module == checkpoints.__name__ and getattr(checkpoints, name) is spacy.registry.loggers.get("bilstm_tagger.CheckpointLogger.v1")
+
+
+def test_spacy_finds_the_checkpoint_logger_without_the_cli():
+    """Through the installed entry points only (a fresh process that never imports bilstm_tagger.cli).
+    Passes once the package is installed from a setup.cfg that declares the entry point."""
+    code = (
+        "import sys, spacy; spacy.registry.loggers.get('bilstm_tagger.CheckpointLogger.v1'); "
+        "print('bilstm_tagger.cli' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=str(REPO), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-1500:]
+    assert result.stdout.strip() == "False"

@@ -94,3 +94,46 @@ def test_trainable_rows_move_in_training_and_the_tail_stays_pretrained(tmp_path)
     nlp2 = spacy.load(tmp_path / "model")
     reloaded = nlp2.get_pipe("bilstm_tagger").model.get_ref("embed")
     assert np.allclose(reloaded.predict([Doc(nlp2.vocab, words=["Lisbon", "the", "zzz"])])[0][:, -6:], after, atol=1e-6)
+
+
+def _vectors_pipeline(seed):
+    """A trained tagger over a float64 table: spaCy keeps that dtype, so the torch side holds a copy."""
+    from spacy.vectors import Vectors
+
+    rng = np.random.default_rng(seed)
+    nlp = spacy.blank("en")
+    nlp.vocab.vectors = Vectors(data=rng.normal(size=(len(WORDS), 6)), keys=[nlp.vocab.strings.add(w) for w in WORDS])
+    assert nlp.vocab.vectors.data.dtype == np.float64
+    nlp.add_pipe("bilstm_tagger", config={"model": tiny_model({"include_static_vectors": True}), "torch_threads": 1})
+    examples = read_examples(nlp, SAMPLE, "train", limit=20)
+    nlp.initialize(lambda: examples)
+    return nlp
+
+
+def _vector_part(nlp, words):
+    embed = nlp.get_pipe("bilstm_tagger").model.get_ref("embed")
+    return embed.predict([Doc(nlp.vocab, words=words)])[0][:, -6:]
+
+
+def test_two_pipelines_each_see_their_own_vectors():
+    """The converted-table cache must never hand one pipeline another's vectors: not while both are
+    loaded, and not when a new table lands at the address (id) of a freed one."""
+    import gc
+
+    words = ["lisbon", "oslo", "zzz"]
+    a, b = _vectors_pipeline(1), _vectors_pipeline(2)
+    for nlp in (a, b, b, a):  # both loaded, used in turn; a last
+        own = np.stack([nlp.vocab.vectors[nlp.vocab.strings[w]] for w in words[:2]])
+        assert np.allclose(_vector_part(nlp, words)[:2], own) and (_vector_part(nlp, words)[2] == 0).all()
+    # Pipeline a swaps in a new table of the same shape after the old one is freed; CPython often puts the
+    # new array where the old one was, so id() alone would mistake it for the table already converted.
+    old_id = id(a.vocab.vectors.data)
+    values = np.random.default_rng(3).normal(size=(len(WORDS), 6))
+    a.vocab.vectors.data = np.zeros((1, 1))
+    gc.collect()
+    candidates = []
+    while len(candidates) < 10000 and (not candidates or id(candidates[-1]) != old_id):
+        candidates.append(values.copy())
+    a.vocab.vectors.data = candidates.pop()  # at the old address, unless something still holds the old table
+    del candidates
+    assert np.allclose(_vector_part(a, words)[:2], values[[WORDS.index(w) for w in words[:2]]])

@@ -148,40 +148,41 @@ def doc_row(row_id: str, doc, keep_text: bool) -> dict:
 def tag(nlp, items: Sequence[Tuple[str, Any]], batch_size: int) -> Tuple[list, list]:
     """Tag (id, value) pairs. Returns ([(id, doc)] in input order, [error rows]).
 
-    Values are checked first (check_value); a batch that raises anyway is retried doc by doc, so one
-    bad document costs its own row only.
+    Rows are kept apart by position, not id: ids need not be unique, and two rows with one id each
+    come out once, with their own doc. Values are checked first (check_value); a batch that raises
+    anyway is retried doc by doc, so one bad document costs its own row only.
     """
     from spacy.tokens import Doc
 
     def make(value):
         return nlp.make_doc(value) if isinstance(value, str) else Doc(nlp.vocab, words=value)
 
-    errors, good = [], []
-    for row_id, value in items:
+    errors, good = [], []  # good: (position, id, value)
+    for position, (row_id, value) in enumerate(items):
         if isinstance(value, Bad):
             errors.append({"id": row_id, "reason": value.reason})
         else:
-            good.append((row_id, value))
-    results: dict = {}
-    failed: dict = {}
+            good.append((position, row_id, value))
+    docs: dict = {}  # position -> Doc
+    failed: dict = {}  # position -> reason
     for start in range(0, len(good), batch_size):
         chunk = good[start : start + batch_size]
         try:
-            docs = [make(value) for _, value in chunk]
-            for (row_id, _), doc in zip(chunk, nlp.pipe(docs, batch_size=batch_size)):
-                results[row_id] = doc
+            made = [make(value) for _, _, value in chunk]
+            for (position, _, _), doc in zip(chunk, nlp.pipe(made, batch_size=batch_size)):
+                docs[position] = doc
         except Exception:  # noqa: BLE001 - find the culprit(s) one by one
-            for row_id, value in chunk:
+            for position, _, value in chunk:
                 try:
-                    results[row_id] = next(iter(nlp.pipe([make(value)])))
+                    docs[position] = next(iter(nlp.pipe([make(value)])))
                 except Exception as err:  # noqa: BLE001
-                    failed[row_id] = f"tagging failed: {type(err).__name__}: {err}"
+                    failed[position] = f"tagging failed: {type(err).__name__}: {err}"
     tagged = []
-    for row_id, _ in good:
-        if row_id in failed:
-            errors.append({"id": row_id, "reason": failed[row_id]})
+    for position, row_id, _ in good:
+        if position in failed:
+            errors.append({"id": row_id, "reason": failed[position]})
         else:
-            tagged.append((row_id, results[row_id]))
+            tagged.append((row_id, docs[position]))
     return tagged, errors
 
 

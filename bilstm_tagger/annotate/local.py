@@ -54,9 +54,9 @@ def init_worker(model: str, threads: int) -> None:
     Pool initializer would make the pool restart the worker forever."""
     try:
         if threads > 0:
-            import torch
+            from ..pipeline.threads import fix_process_threads
 
-            torch.set_num_threads(threads)
+            fix_process_threads(threads)
         stats = WorkerStats("local")
         started = time.time()
         _WORKER.update(nlp=load_pipeline(model, stats), stats=stats, committed=0, error=None)

@@ -32,9 +32,10 @@ class RayAnnotator:
     """map_batches callable class: one pipeline per actor, pyarrow batches in and out."""
 
     def __init__(self, model: str, id_column: str, column: str, kind: Optional[str], keep_text: bool, batch_size: int, threads: int, out: str, txt_root: Optional[str]):
-        import torch
+        from ..pipeline.threads import fix_process_threads
 
-        torch.set_num_threads(max(1, int(threads)))
+        # Threads = the actor's CPUs, fixed before the pipe loads so that its thread tuner keeps them.
+        fix_process_threads(max(1, int(threads)))
         self.stats = WorkerStats("ray")
         self.nlp = load_pipeline(model, self.stats)
         self.id_column, self.column, self.kind = id_column, column, kind
@@ -125,6 +126,34 @@ def _read(args):
     return ds.select_columns([args.id_column, column.name]), args.id_column, column.name, column.kind, None
 
 
+def check_ids(ds, id_column: str, where: str) -> None:
+    """Refuse, before any tagging, a row without an id or an id that repeats.
+
+    Ray's readers give no row positions, so the id is all that tells rows apart: the error pieces are
+    named and deduplicated by id. Ids are compared as written (str), so 1 and "1" are one id. One pass
+    over the id column, holding every id in the driver's memory.
+    """
+    seen: set = set()
+    missing = 0
+    for batch in ds.select_columns([id_column]).iter_batches(batch_size=65536, batch_format="pyarrow"):
+        for value in batch.column(id_column).to_pylist():
+            if value is None:
+                missing += 1
+                continue
+            row_id = str(value)
+            if row_id in seen:
+                raise AnnotateError(
+                    f"{where}: id {row_id!r} occurs more than once in column {id_column!r}; --engine ray needs a "
+                    "unique id per row (the local engine keeps rows apart by position)"
+                )
+            seen.add(row_id)
+    if missing:
+        raise AnnotateError(
+            f"{where}: {missing} row(s) have no {id_column!r} value; --engine ray needs a unique id per row "
+            "(the local engine derives missing ids from row positions)"
+        )
+
+
 def run_ray(args) -> int:
     try:
         import ray
@@ -157,6 +186,8 @@ def run_ray(args) -> int:
         ds, id_column, column, kind, txt_root = _read(args)
         if args.limit:
             ds = ds.limit(args.limit)
+        if id_column is not None:
+            check_ids(ds, id_column, args.input)
         # Blocks of one batch each, so that every actor gets work even when the input is one file.
         ds = ds.repartition(target_num_rows_per_block=args.batch_size)
         write_json_atomic(out / SETTINGS_FILE, {"engine": "ray", "complete": False, "settings": vars_of(args)})

@@ -16,6 +16,8 @@ import numpy as np
 import spacy
 from spacy.vectors import Vectors
 
+from ..errors import VectorsError
+
 
 def _read_text(path: Path) -> Tuple[List[str], np.ndarray]:
     opener = gzip.open if path.suffix == ".gz" else open
@@ -27,11 +29,11 @@ def _read_text(path: Path) -> Tuple[List[str], np.ndarray]:
                 continue  # word2vec header: "n_rows width"
             width = width or len(parts) - 1
             if len(parts) - 1 != width:
-                raise ValueError(f"{path}, line {line_no}: {len(parts) - 1} values, expected {width}")
+                raise VectorsError(f"{path}, line {line_no}: {len(parts) - 1} values, expected {width}")
             words.append(parts[0])
             rows.append(np.asarray(parts[1:], dtype=np.float32))
     if not rows:
-        raise ValueError(f"{path}: no vectors found")
+        raise VectorsError(f"{path}: no vectors found")
     return words, np.stack(rows)
 
 
@@ -41,11 +43,11 @@ def _read_npy_dir(path: Path) -> Tuple[List[str], np.ndarray]:
     emb = sorted(path.glob("*_emb.npy")) or sorted(path.glob("*.npy"))
     index = sorted(path.glob("*index.parquet")) or sorted(path.glob("*.parquet"))
     if len(emb) != 1 or len(index) != 1:
-        raise ValueError(f"{path}: expected one *_emb.npy and one *index.parquet, found {len(emb)} and {len(index)}")
+        raise VectorsError(f"{path}: expected one *_emb.npy and one *index.parquet, found {len(emb)} and {len(index)}")
     table = np.load(emb[0])
     column = pq.read_table(index[0]).column(0).to_pylist()
     if len(column) != table.shape[0]:
-        raise ValueError(f"{index[0]} lists {len(column)} words but {emb[0]} has {table.shape[0]} rows")
+        raise VectorsError(f"{index[0]} lists {len(column)} words but {emb[0]} has {table.shape[0]} rows")
     return [str(w) for w in column], table.astype(np.float32, copy=False)
 
 
@@ -56,7 +58,7 @@ def resolve_source(source: str) -> Path:
         return Path(module.__file__).parent / "data"
     path = Path(source)
     if not path.exists():
-        raise ValueError(f"{source}: no such file or directory")
+        raise VectorsError(f"{source}: no such file or directory")
     return path
 
 

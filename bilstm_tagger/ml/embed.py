@@ -8,6 +8,7 @@ slot of `bilstm_tagger.BiLSTMTagger.v2` like any spaCy token embedder.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -257,37 +258,45 @@ def _check_node_vectors(model: Model, vocab) -> None:
     attrs["vectors_attr"] = resolve_vectors_attr(attrs["vectors_attr"], vocab.vectors, vocab.strings)
 
 
-class _VectorsCache:
-    """The vectors table as one torch tensor per device, converted once rather than per batch."""
-
-    def __init__(self) -> None:
-        self.key: Optional[tuple] = None
-        self.tensor: Optional[torch.Tensor] = None
-
-    def get(self, data, device: torch.device) -> torch.Tensor:
-        key = (id(data), data.shape, str(device))
-        if key != self.key:
-            # spaCy keeps the table in numpy, or in cupy after require_gpu(); both convert without a copy on their device.
-            array = np.ascontiguousarray(data, dtype=np.float32) if isinstance(data, np.ndarray) else data
-            self.tensor = xp2torch(array, device=device)
-            self.key = key
-        return self.tensor
+@dataclass
+class _ConvertedVectors:
+    source: object  # the table it was made from, held so that its identity cannot pass to another
+    device: str
+    tensor: torch.Tensor
 
 
-_vectors_cache = _VectorsCache()
+# The vectors table as one torch tensor per embedder module, converted once rather than per batch. Keyed
+# by the module (weakly: it goes with its pipeline), so two pipelines never evict each other's; the table
+# is recognised by identity, never by id(), which a new table may reuse once an old one is freed.
+_converted_vectors: "weakref.WeakKeyDictionary[nn.Module, _ConvertedVectors]" = weakref.WeakKeyDictionary()
+
+
+def vectors_tensor(owner: nn.Module, data, device: torch.device) -> torch.Tensor:
+    """`data` (the vocab's vectors table) as a float32 tensor on `device`, cached for `owner`.
+
+    A table changed in place is seen only when the tensor shares its memory (float32, contiguous,
+    spaCy's default); other tables are copied once, so in-place changes to them are not.
+    """
+    entry = _converted_vectors.get(owner)
+    if entry is None or entry.source is not data or entry.device != str(device) or tuple(entry.tensor.shape) != tuple(data.shape):
+        # spaCy keeps the table in numpy, or in cupy after require_gpu(); both convert without a copy on their device.
+        array = np.ascontiguousarray(data, dtype=np.float32) if isinstance(data, np.ndarray) else data
+        entry = _ConvertedVectors(data, str(device), xp2torch(array, device=device))
+        _converted_vectors[owner] = entry
+    return entry.tensor
 
 
 # ---- the thinc layer --------------------------------------------------------------------------
 
 
-def _inputs(model: Model, docs: Sequence[Doc], device: torch.device):
+def _inputs(model: Model, module: nn.Module, docs: Sequence[Doc], device: torch.device):
     a = model.attrs
     vectors_attr = ATTR_IDS[a["vectors_attr"]] if a["include_static_vectors"] else None
     arrays = featurize(docs, a["attr_ids"], a["spec"]["rows"], a["max_chars"], vectors_attr)
     vector_rows = vectors = None
     if vectors_attr is not None:
         vector_rows = xp2torch(arrays.vector_rows, device=device)
-        vectors = _vectors_cache.get(docs[0].vocab.vectors.data, device)
+        vectors = vectors_tensor(module, docs[0].vocab.vectors.data, device)
     return xp2torch(arrays.hash_rows, device=device), xp2torch(arrays.chars, device=device), vector_rows, vectors
 
 
@@ -300,7 +309,7 @@ def embed_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[F
     device = module_device(module)
     word_dropout = model.attrs["word_dropout"] if is_train else 0.0
     vectors_dropout = model.attrs.get("vectors_dropout", 0.0) if is_train else 0.0
-    flat = run(model, is_train, lambda: module(*_inputs(model, docs, device), word_dropout, vectors_dropout))
+    flat = run(model, is_train, lambda: module(*_inputs(model, module, docs, device), word_dropout, vectors_dropout))
     return embedder_output(model, flat, lengths)
 
 

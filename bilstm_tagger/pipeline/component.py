@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import os
 import tempfile
 import warnings
+import weakref
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
@@ -25,11 +26,11 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import from_bytes, from_disk, to_bytes, to_disk
-from thinc.api import Config, Model
+from thinc.api import Config, Model, Optimizer
 
 from ..confidence import (ScoreContext, get_records, make_record, record_confidences, record_raw_scores, register_extensions,
                           store_record, write_alternatives)
-from ..errors import ConfigError, ModelLoadError, WeightsError
+from ..errors import ConfigError, DatasetError, LabelError, ModelLoadError, WeightsError
 from ..ml import TaggerLoss, check_vectors, crf_scores, decode, is_initialized, load_tagger_bytes, set_transition_constraints
 from .decision import Thresholds, bias_vector, check_bias, check_thresholds, threshold_for
 from .tasks import TASKS, SpanTask, Task, get_task
@@ -50,6 +51,19 @@ DEFAULT_MODEL = Config().from_str(
 @architectures = "bilstm_tagger.HashCharEmbed.v1"
 """
 )["model"]
+
+
+# The optimizer each pipe was last updated with; weak keys, so a dropped pipeline takes its optimizer
+# (and the averages it holds) with it, and pickled pipes do not carry one.
+_OPTIMIZERS: "weakref.WeakKeyDictionary[BiLSTMTagger, Optimizer]" = weakref.WeakKeyDictionary()
+
+
+def last_optimizer(nlp: Language) -> Optional[Optimizer]:
+    """The optimizer that last updated a bilstm_tagger pipe of `nlp` (None before any update)."""
+    for _, pipe in nlp.pipeline:
+        if pipe in _OPTIMIZERS:
+            return _OPTIMIZERS[pipe]
+    return None
 
 
 @dataclass
@@ -178,11 +192,11 @@ class BiLSTMTagger(TrainablePipe):
         label (str): the label to add.
         """
         if not isinstance(label, str) or not label:
-            raise ValueError(f"bilstm_tagger: labels must be non-empty strings, not {label!r}")
+            raise LabelError(f"bilstm_tagger: labels must be non-empty strings, not {label!r}")
         if label in self.labels:
             return 0
         if is_initialized(self.model):
-            raise ValueError(
+            raise LabelError(
                 f"bilstm_tagger: cannot add label {label!r} to a model that is already built; "
                 "list every label before nlp.initialize()"
             )
@@ -204,7 +218,7 @@ class BiLSTMTagger(TrainablePipe):
             labels = sorted({label for eg in get_examples() for label in self.task.labels_in(eg.reference) if label})
         if not labels:
             where = self.task.description if self.target != "spans" else f"spans under doc.spans[{self.task.spans_key!r}]"
-            raise ValueError(f"bilstm_tagger: the training examples contain no {where}, so there is nothing to learn")
+            raise DatasetError(f"bilstm_tagger: the training examples contain no {where}, so there is nothing to learn")
         self.cfg["labels"] = []
         self._tag_index = None
         for label in labels:
@@ -336,6 +350,16 @@ class BiLSTMTagger(TrainablePipe):
         n_tokens = sum(len(eg.predicted) for eg in examples)
         self._updated_since_score = True
         return self._timed(n_tokens, lambda: super(BiLSTMTagger, self).update(examples, drop=drop, sgd=sgd, losses=losses))
+
+    def finish_update(self, sgd: Optimizer) -> None:
+        """Apply the gradients (TrainablePipe.finish_update), remembering the optimizer for checkpoints.
+
+        sgd (Optimizer): thinc's optimizer.
+        """
+        # spaCy's loop hands its optimizer to the pipes only: a checkpoint saver outside that loop
+        # (bilstm_tagger.checkpoints) finds it here to swap in its averages, as spaCy's save does.
+        _OPTIMIZERS[self] = sgd
+        super().finish_update(sgd)
 
     def get_loss(self, examples: Iterable[Example], scores: List) -> tuple:
         """The per-token loss and its gradient with respect to the model's scores.

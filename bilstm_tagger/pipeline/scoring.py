@@ -10,6 +10,7 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import filter_spans, registry
 
+from ..errors import ConfigError
 from ..tags import check_scheme, tags_from_spans
 
 MODES = (None, "default", "strict")
@@ -53,7 +54,7 @@ def gold_rows(eg: Example) -> List[Tuple[int, int]]:
 
 def _check_mode(mode: Optional[str]) -> None:
     if mode not in MODES:
-        raise ValueError(f"seqeval mode must be 'default' or 'strict', not {mode!r}")
+        raise ConfigError(f"seqeval mode must be 'default' or 'strict', not {mode!r}")
 
 
 def seqeval_report(

@@ -6,19 +6,44 @@ core, two threads run slower than one (measured here: 2.3x slower tagging).
 `ThreadTuner` times the pipe's own batches under each candidate count and keeps
 the faster one per token, trying the other again now and then (less and less
 often while the answer holds), because the machine's load changes. Worker processes of `nlp.pipe(n_process=N)` use one
-thread, so N workers never oversubscribe the cores.
+thread, so N workers never oversubscribe the cores, and a process whose host fixed the count with
+`fix_process_threads` (a Ray actor: threads = its CPUs) keeps it.
 """
 from __future__ import annotations
 
 import multiprocessing
 import os
 import time
-from typing import Callable, Dict, Optional, Sequence, TypeVar
+from typing import Callable, Dict, Optional, Sequence, Tuple, TypeVar
 
 T = TypeVar("T")
 
 # Batches smaller than this are timed too noisily to teach the tuner anything.
 _MIN_TOKENS = 300
+
+
+# (pid, threads) set by a host that reserved CPUs for this process, e.g. a Ray actor: multiprocessing
+# does not know a Ray worker as a child, so without this the tuner would move it to every core. The pid
+# keeps a forked child from inheriting its parent's choice.
+_process_threads: Optional[Tuple[int, int]] = None
+
+
+def fix_process_threads(threads: int) -> None:
+    """Fix torch's thread count for this process; it overrides every pipe's torch_threads setting."""
+    import torch
+
+    global _process_threads
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, not {threads}")
+    _process_threads = (os.getpid(), threads)
+    torch.set_num_threads(threads)
+
+
+def process_threads() -> Optional[int]:
+    """The count fix_process_threads set in this process, else None."""
+    if _process_threads is not None and _process_threads[0] == os.getpid():
+        return _process_threads[1]
+    return None
 
 
 def in_worker_process() -> bool:
@@ -90,8 +115,10 @@ def make_tuner(requested: int) -> Optional[ThreadTuner]:
     """A tuner for `torch_threads = 0` in the main process; None where the count is fixed."""
     import torch
 
-    if requested > 0:
-        torch.set_num_threads(requested)
+    # The process's host knows the CPUs it reserved; a count saved with the model does not.
+    fixed = process_threads() or requested
+    if fixed > 0:
+        torch.set_num_threads(fixed)
         return None
     if in_worker_process():
         torch.set_num_threads(1)
