@@ -12,7 +12,6 @@ settings with pydantic from its real annotations.
 import hashlib
 from dataclasses import dataclass
 import os
-import tempfile
 import warnings
 from itertools import islice
 from pathlib import Path
@@ -33,6 +32,7 @@ from ..ml import TaggerLoss, check_vectors, crf_scores, decode, is_initialized, 
 from .decision import Thresholds, bias_vector, check_bias, check_thresholds, threshold_for
 from .tasks import TASKS, SpanTask, Task, get_task
 from .threads import ThreadTuner, make_tuner
+from ..util.atomic import atomic_write
 
 WEIGHTS_FILE = "model"
 CFG_FILE = "cfg"
@@ -401,9 +401,9 @@ class BiLSTMTagger(TrainablePipe):
         data = self.model.to_bytes()
         cfg = {**self.cfg, "weights_sha256": hashlib.sha256(data).hexdigest()}
         serialize = {
-            CFG_FILE: lambda p: _atomic_write(p, srsly.json_dumps(cfg, indent=2).encode("utf8")),
+            CFG_FILE: lambda p: atomic_write(p, srsly.json_dumps(cfg, indent=2).encode("utf8")),
             "vocab": lambda p: self.vocab.to_disk(p, exclude=exclude),
-            WEIGHTS_FILE: lambda p: _atomic_write(p, data),
+            WEIGHTS_FILE: lambda p: atomic_write(p, data),
         }
         to_disk(path, serialize, exclude)
 
@@ -431,21 +431,6 @@ def _drop_unsure(tags: List[str], record: dict, thresholds: Thresholds) -> List[
             tags[start:end] = ["O"] * (end - start)
     return tags
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file and rename, so a crash never leaves a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_cfg(path: Path) -> dict:
