@@ -26,7 +26,7 @@ from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import from_bytes, from_disk, to_bytes, to_disk
 from thinc.api import Config, Model
 
-from ..confidence import ScoreContext, make_record, record_confidences, register_extensions, store_record, write_alternatives
+from .confidence import ScoreContext, make_record, record_confidences, register_extensions, store_record, write_alternatives
 from ..errors import ConfigError, ModelLoadError, WeightsError
 from ..ml import TaggerLoss, check_vectors, crf_scores, decode, is_initialized, load_tagger_bytes, set_transition_constraints
 from .decision import Thresholds, bias_vector, check_bias, check_thresholds, threshold_for
@@ -294,12 +294,12 @@ class BiLSTMTagger(TrainablePipe):
         """What the network computes on each doc: per layer and direction the RNN gates, candidate,
         cell and hidden states, the attention weights per head, the CRF transitions (forbidden moves
         marked), per-token tag marginals and the predicted entities with their confidence.
-        The docs are not changed. See `bilstm_tagger.inspect_pipe.inspect_docs`.
+        The docs are not changed. See `bilstm_tagger.inspection.inspect.inspect_docs`.
 
         docs (Iterable[Doc]): the docs to look at.
         RETURNS (List[DocInspection]): one per doc.
         """
-        from ..inspect_pipe import inspect_docs
+        from ..inspection.inspect import inspect_docs
 
         return inspect_docs(self, list(docs))
 
@@ -311,7 +311,7 @@ class BiLSTMTagger(TrainablePipe):
         k (int): how many paths.
         RETURNS (List[List[NBestPath]]): per doc, up to k paths.
         """
-        from ..inspect_pipe import n_best
+        from ..inspection.inspect import n_best
 
         return n_best(self, list(docs), k)
 

@@ -1,7 +1,7 @@
 """What a `BiLSTMTagger` pipe computes on given docs: `pipe.inspect(docs)` and `pipe.n_best(docs, k)`.
 
 The network's own layers are fed as at inference (dropout off): the embed layer's token vectors go
-to `introspect.rnn_internals` on the encoder's fused RNN, whose last-layer output feeds the
+to `inspection.rnn.rnn_internals` on the encoder's fused RNN, whose last-layer output feeds the
 attention blocks in order (block k sees block k-1's output). Emission scores, tag ids, marginals
 and confidences come from the pipe's normal `predict`, so they are exactly what tagging uses
 (long docs included); the RNN internals treat each doc as one sequence, which is what the encoder
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from spacy.tokens import Doc
 
-from .confidence import NBestPath, make_record, record_confidences, record_nbest, token_marginals
-from .introspect import RNNInternals, attention_weights, rnn_internals
-from .ml import crf_allowed, crf_scores, encoder_parts
-from .ml.listener import check_listener_inputs
+from ..pipeline.confidence import NBestPath, make_record, record_confidences, record_nbest, token_marginals
+from .rnn import RNNInternals, attention_weights, rnn_internals
+from ..ml import crf_allowed, crf_scores, encoder_parts
+from ..ml.listener import check_listener_inputs
 
 
 @dataclass

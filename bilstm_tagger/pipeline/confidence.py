@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from spacy.tokens import Doc, Span
 
-from .ml import crf
-from .ml.crf import chunk_tags, scale_scores, viterbi_nbest
-from .tags import spans_from_tags
+from ..ml import crf
+from ..ml.crf import chunk_tags, scale_scores, viterbi_nbest
+from ..tags import spans_from_tags
 
 USER_DATA_KEY = "bilstm_tagger"
 EXTENSION = "confidence"

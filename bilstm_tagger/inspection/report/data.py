@@ -1,6 +1,6 @@
 """The plain-data input of the report: lists, numbers and strings only (no tensors, no spaCy).
 
-Whoever builds a report fills a `ReportData` (for example from `bilstm_tagger.introspect`
+Whoever builds a report fills a `ReportData` (for example from `bilstm_tagger.inspection`
 results) and hands it to `build_report`. `dataclasses.asdict(data)` gives a JSON-ready dict.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ..introspect import ReliabilityBin
+from ..calibration import ReliabilityBin
 
 __all__ = [
     "AttentionMap",
@@ -27,7 +27,7 @@ class Entity:
     start: int  # first token
     end: int  # token after the last one
     label: str
-    confidence: Optional[float] = None  # P(exactly this span), e.g. from introspect.span_marginals
+    confidence: Optional[float] = None  # P(exactly this span), e.g. from ml.crf.span_marginals
 
 
 @dataclass

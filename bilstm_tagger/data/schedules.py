@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 
 from spacy.util import registry
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 @lru_cache(maxsize=16)
@@ -29,7 +29,7 @@ def count_words(path: str, split: str, name: Optional[str], tokens_column: str, 
     """Tokens in a split of a Hugging Face dataset (read once per process)."""
     import pyarrow.compute as pc
 
-    from .data.readers import load_hf_split
+    from .readers import load_hf_split
 
     _, dataset = load_hf_split(path, split, name)
     if tokens_column not in dataset.column_names:

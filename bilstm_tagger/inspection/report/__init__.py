@@ -1,6 +1,6 @@
 """An HTML report (and PNG figures) of what a tagger does, from plain data.
 
-    from bilstm_tagger.report import ReportData, ReportDoc, Entity, build_report
+    from bilstm_tagger.inspection.report import ReportData, ReportDoc, Entity, build_report
     build_report(ReportData("demo", [ReportDoc(["Ada", "Lovelace"], [Entity(0, 2, "PER", 0.97)])]), "r.html")
 
 The figures need matplotlib (`pip install 'bilstm_tagger[report]'`); it is imported only when

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from ..tags import split_tag
+from ...tags import split_tag
 from .data import NeuronTrack
 
 ArrayLike = Any  # numpy array, nested lists or a torch tensor (read through .detach().cpu())

@@ -7,7 +7,7 @@ Fits two things on a split, each kept only when it measurably helps:
    cross-validation finds a significant held-out gain (`pipeline/decision_fit.py`). Prints P/R/F1
    before and after.
 2. **The temperature**: one T minimising the gold-path NLL of the (biased) model, all path scores
-   divided by T (`introspect.fit_temperature`). Tag decisions do not change with T; confidences
+   divided by T (`inspection.calibration.fit_temperature`). Tag decisions do not change with T; confidences
    do. It is kept only when it lowers the expected calibration error (ECE) of "this predicted
    entity is exactly a gold entity" on the split.
 
@@ -24,10 +24,10 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from .confidence import get_records, make_record, record_spans, spans_probability, store_record
-from .pipeline.decision import describe_bias
-from .pipeline.decision_fit import DecisionFit, DecisionFitter, fit_decision
-from .introspect import ReliabilityBin, entity_calibration_pairs, expected_calibration_error, fit_temperature, path_log_scores, reliability_table
+from ..pipeline.confidence import get_records, make_record, record_spans, spans_probability, store_record
+from ..pipeline.decision import describe_bias
+from ..pipeline.decision_fit import DecisionFit, DecisionFitter, fit_decision
+from .calibration import ReliabilityBin, entity_calibration_pairs, expected_calibration_error, fit_temperature, path_log_scores, reliability_table
 
 _IMPOSSIBLE_PATH = -1e3  # a gold path scoring below this uses a forbidden move
 
@@ -52,7 +52,7 @@ class TaggedSplit:
 
 
 def find_tagger(nlp) -> Tuple[str, Any]:
-    from .pipeline.component import BiLSTMTagger
+    from ..pipeline.component import BiLSTMTagger
 
     for name, pipe in nlp.pipeline:
         if isinstance(pipe, BiLSTMTagger):
@@ -122,7 +122,7 @@ def format_table(table: Sequence[ReliabilityBin]) -> str:
 
 
 def read_split(nlp, args: argparse.Namespace, split: str, limit: int = 0) -> list:
-    from .data.readers import HFDatasetReader
+    from ..data.readers import HFDatasetReader
 
     _, pipe = find_tagger(nlp)
     reader = HFDatasetReader(args.dataset, split, args.name, args.tokens_column, args.tags_column, pipe.task.name,
@@ -134,7 +134,7 @@ def read_split(nlp, args: argparse.Namespace, split: str, limit: int = 0) -> lis
 def load_pipeline(path: str):
     import spacy
 
-    from .errors import ModelLoadError
+    from ..errors import ModelLoadError
 
     if not Path(path).is_dir():
         raise ModelLoadError(f"{path}: no such model directory")
@@ -155,8 +155,8 @@ def _report(label: str, before: Calibration, after: Calibration) -> None:
 
 def split_fitter(tagged: TaggedSplit, pipe) -> DecisionFitter:
     """A decision fitter over the split's raw scores (tagged with no bias) and its gold spans."""
-    from .ml import decode
-    from .pipeline.scoring import gold_rows, gold_spans
+    from ..ml import decode
+    from ..pipeline.scoring import gold_rows, gold_spans
 
     scores = []
     for doc in tagged.docs:

@@ -1,6 +1,6 @@
 """`python -m bilstm_tagger explain MODEL (--text "…" | --dataset D --split S --n 20) --output report.html [--png-dir DIR]`.
 
-Tags the docs and writes one self-contained HTML report (see `bilstm_tagger.report`) built from the
+Tags the docs and writes one self-contained HTML report (see `bilstm_tagger.inspection.report`) built from the
 model's real internals:
 
 - the entities, displaCy-style, each with its exact confidence (`Span._.confidence`);
@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from .calibrate import calibration, find_tagger, load_pipeline, read_split, tag_split
-from .inspect_pipe import crf_transitions, network_internals
-from .introspect import gate_saturation
+from .inspect import crf_transitions, network_internals
+from .rnn import gate_saturation
 from .report import AttentionMap, Entity, GateSaturation, ReportData, ReportDoc, TransitionTable, build_report, neuron_tracks, select_neurons
 from .report.neurons import NeuronSelection
-from .tags import tags_from_spans
+from ..tags import tags_from_spans
 
 
 @dataclass
