@@ -1,0 +1,4 @@
+"""Deprecated: moved to `bilstm_tagger.data.schedules`; this path warns and forwards (see util/deprecation.py)."""
+from .util.deprecation import forward
+
+__getattr__ = forward(__name__, "bilstm_tagger.data.schedules")
