@@ -41,7 +41,7 @@ def replay(curve: List[Dict[str, float]], patience: int) -> Dict[str, float]:
 
 def steps_per_epoch(result: dict, batch_words: int) -> float:
     """Update steps per pass over the training data, as bilstm_tagger.epoch_steps.v1 counts them."""
-    from bilstm_tagger.schedules import epoch_steps
+    from bilstm_tagger.data.schedules import epoch_steps
 
     limit = int((result.get("overrides") or {}).get("corpora.train.limit") or 0)
     return epoch_steps(result["dataset"], limit=limit, batch_words=batch_words, epochs=1.0, min_steps=1)

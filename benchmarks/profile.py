@@ -32,7 +32,7 @@ def main() -> None:
     from spacy.training.initialize import init_nlp
     from spacy.util import load_config
 
-    from bilstm_tagger.readers import create_hf_reader
+    from bilstm_tagger.data.readers import create_hf_reader
 
     torch.set_num_threads(args.threads)
     if args.what == "train":

@@ -1,8 +1,12 @@
 """bilstm_tagger: a BiLSTM(-CRF) sequence tagger for spaCy, trained from Hugging Face datasets.
 
-Layout: `ml/` holds the thinc layers with torch inside and the registered
-architectures; `pipeline/` the spaCy pipe, its tasks and its scorer; `data/`
-the dataset reader and the static-vectors builder; `cli.py` the command line.
+Layout: `ml/` holds the thinc layers with torch inside, the CRF maths and the
+registered architectures; `pipeline/` the spaCy pipe, its tasks, scorer and
+confidences; `data/` the dataset reader, the static-vectors builder and the
+epoch schedules; `inspection/` what a trained tagger computes (RNN traces,
+calibration, `calibrate`, `explain` and the HTML report); `util/` atomic
+writes and fixes for other packages' versions; `tags.py` the tag schemes;
+`cli.py` the command line. Nothing below `inspection/` imports it.
 
 Names are imported on first use, so `python -m bilstm_tagger --help` answers
 without loading torch or spaCy. spaCy finds the factories, architectures,

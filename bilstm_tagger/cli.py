@@ -347,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--output", required=True, help="the HTML file to write")
     ex.add_argument("--png-dir", default=None, help="also write every figure as a PNG here")
     ex.add_argument("--top-k", type=int, default=3, help="neurons per criterion")
-    ex.set_defaults(func=_lazy("explain"))
+    ex.set_defaults(func=_lazy("inspection.explain"))
 
     ca = commands.add_parser(
         "calibrate",
@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--alpha", type=float, default=0.05,
                     help="keep a fitted decision only when its held-out gain is significant at this level")
     ca.add_argument("--batch-size", type=int, default=256, help="docs per nlp.pipe batch")
-    ca.set_defaults(func=_lazy("calibrate"))
+    ca.set_defaults(func=_lazy("inspection.calibrate"))
     return parser
 
 

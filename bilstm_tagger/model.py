@@ -1,2 +1,4 @@
-"""Moved to `bilstm_tagger.ml`; this module keeps release 0.1's import path working."""
-from .ml import *  # noqa: F401,F403
+"""Deprecated: moved to `bilstm_tagger.ml`; this path warns and forwards (see util/deprecation.py)."""
+from .util.deprecation import forward
+
+__getattr__ = forward(__name__, "bilstm_tagger.ml")

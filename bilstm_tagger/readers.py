@@ -1,2 +1,4 @@
-"""Moved to `bilstm_tagger.data.readers`; this module keeps release 0.1's import path working."""
-from .data.readers import *  # noqa: F401,F403
+"""Deprecated: moved to `bilstm_tagger.data.readers`; this path warns and forwards (see util/deprecation.py)."""
+from .util.deprecation import forward
+
+__getattr__ = forward(__name__, "bilstm_tagger.data.readers")

@@ -1,2 +1,4 @@
-"""Moved to `bilstm_tagger.pipeline.scoring`; this module keeps release 0.1's import path working."""
-from .pipeline.scoring import *  # noqa: F401,F403
+"""Deprecated: moved to `bilstm_tagger.pipeline.scoring`; this path warns and forwards (see util/deprecation.py)."""
+from .util.deprecation import forward
+
+__getattr__ = forward(__name__, "bilstm_tagger.pipeline.scoring")

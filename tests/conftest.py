@@ -74,7 +74,7 @@ def conll_path() -> str:
 
 
 def read_examples(nlp, path: Path, split: str, limit: int = 0, **kwargs):
-    from bilstm_tagger.readers import create_hf_reader
+    from bilstm_tagger.data.readers import create_hf_reader
 
     return list(create_hf_reader(str(path), split=split, limit=limit, **kwargs)(nlp))
 

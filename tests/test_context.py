@@ -12,8 +12,8 @@ from thinc.api import Adam
 
 from bilstm_tagger.errors import DatasetError
 from bilstm_tagger.pipeline.scoring import score_seqeval, tag_sequences
-from bilstm_tagger.readers import create_hf_reader
-from bilstm_tagger.schedules import count_words
+from bilstm_tagger.data.readers import create_hf_reader
+from bilstm_tagger.data.schedules import count_words
 
 from .conftest import REPO, SAMPLE, TINY_MODEL, conll_path, read_examples
 from .test_reader import write_dataset

@@ -8,9 +8,9 @@ import pytest
 import spacy
 from spacy.training import Example
 
-from bilstm_tagger import calibrate
+from bilstm_tagger.inspection import calibrate
 from bilstm_tagger.cli import build_parser
-from bilstm_tagger.confidence import get_records, token_marginals
+from bilstm_tagger.pipeline.confidence import get_records, token_marginals
 from bilstm_tagger.errors import ConfigError, ModelLoadError
 from bilstm_tagger.pipeline.decision import bias_vector
 from bilstm_tagger.pipeline.scoring import score_seqeval
@@ -257,7 +257,7 @@ def test_calibrate_saves_a_temperature_that_lowers_ece_and_tagging_uses_it(ner_n
         if name == "calibrated":  # the temperature is what tagging uses
             record = get_records(tagged[0])["bilstm_tagger"]
             assert record["temperature"] == temperature
-            from bilstm_tagger.confidence import spans_probability
+            from bilstm_tagger.pipeline.confidence import spans_probability
             assert [e._.confidence for e in tagged[0].ents] == pytest.approx(
                 list(spans_probability(record, ents(tagged[0]), temperature)))
     assert [ok for _, ok in pairs["raw"]] == [ok for _, ok in pairs["calibrated"]]  # same decisions

@@ -11,9 +11,9 @@ import torch
 from spacy.tokens import DocBin, Span
 from torch import nn
 
-from bilstm_tagger import calibrate, explain
-from bilstm_tagger.confidence import ScoreContext, get_records, make_record, record_confidences, spans_probability
-from bilstm_tagger.inspect_pipe import token_vectors
+from bilstm_tagger.inspection import calibrate, explain
+from bilstm_tagger.pipeline.confidence import ScoreContext, get_records, make_record, record_confidences, spans_probability
+from bilstm_tagger.inspection.inspect import token_vectors
 from bilstm_tagger.ml import encoder_parts
 from bilstm_tagger.tags import spans_from_tags, tag_names, transition_constraints
 
@@ -369,8 +369,8 @@ def test_explain_report_in_chromium(explained, tmp_path):
 
 
 def test_confidence_equals_introspect_span_marginals():
-    """The getter's numpy forward pass is `introspect.span_marginals`, the documented definition."""
-    from bilstm_tagger.introspect import scale_scores, span_marginals
+    """The getter's numpy forward pass is `ml.crf.span_marginals`, the documented definition."""
+    from bilstm_tagger.inspection.calibration import scale_scores, span_marginals
 
     for seed, scheme in enumerate(["BILOU", "IOB2", "BILOU"]):
         record = random_record(scheme, True, 9, seed, temperature=1.7)

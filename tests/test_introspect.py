@@ -1,4 +1,4 @@
-"""bilstm_tagger.introspect against step-by-step recomputation and brute-force enumeration."""
+"""bilstm_tagger.inspection (rnn, calibration) against step-by-step recomputation and brute-force enumeration."""
 import itertools
 import math
 
@@ -8,23 +8,19 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from bilstm_tagger.introspect import (
-    DirectionTrace,
-    RNNInternals,
-    attention_weights,
+from bilstm_tagger.inspection.calibration import (
     crf_log_partition,
     crf_marginals,
     entity_calibration_pairs,
     expected_calibration_error,
     fit_temperature,
-    gate_saturation,
     gold_nll,
     reliability_table,
-    rnn_internals,
     softmax_marginals,
     span_marginals,
     viterbi_nbest,
 )
+from bilstm_tagger.inspection.rnn import DirectionTrace, RNNInternals, attention_weights, gate_saturation, rnn_internals
 from bilstm_tagger.tags import spans_from_tags, tag_names, transition_constraints
 
 ATOL = 1e-5

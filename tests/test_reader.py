@@ -7,7 +7,7 @@ import pytest
 import spacy
 
 from bilstm_tagger.errors import DatasetError
-from bilstm_tagger.readers import create_hf_reader
+from bilstm_tagger.data.readers import create_hf_reader
 
 from .conftest import SAMPLE, conll_path
 

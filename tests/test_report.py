@@ -20,15 +20,8 @@ pytest.importorskip("PIL", reason=REPORT_EXTRA)
 import torch  # noqa: E402
 from torch import nn
 
-from bilstm_tagger.introspect import (
-    attention_weights,
-    expected_calibration_error,
-    gate_saturation,
-    reliability_table,
-    rnn_internals,
-    span_marginals,
-)
-from bilstm_tagger.report import (
+from bilstm_tagger.inspection.calibration import expected_calibration_error, reliability_table, span_marginals
+from bilstm_tagger.inspection.report import (
     AttentionMap,
     Entity,
     GateSaturation,
@@ -41,6 +34,7 @@ from bilstm_tagger.report import (
     select_neurons,
     write_figures,
 )
+from bilstm_tagger.inspection.rnn import attention_weights, gate_saturation, rnn_internals
 from bilstm_tagger.tags import tag_names, tags_from_spans, transition_constraints
 
 
@@ -59,7 +53,7 @@ def _embed(tokens, width=8):
 
 @pytest.fixture(scope="module")
 def report_data() -> ReportData:
-    """Report data computed by bilstm_tagger.introspect from a small random BiLSTM, attention and CRF."""
+    """Report data computed by bilstm_tagger.inspection from a small random BiLSTM, attention and CRF."""
     torch.manual_seed(0)
     rnn = nn.LSTM(8, 6, num_layers=2, batch_first=True, bidirectional=True).eval()
     mha = nn.MultiheadAttention(12, 2, batch_first=True).eval()

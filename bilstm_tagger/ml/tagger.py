@@ -22,7 +22,8 @@ from ..errors import ConfigError, WeightsError
 from .decoder import build_decoder
 from .embed import build_hash_char_embed
 from .encoder import build_encoder
-from .listener import check_listener_batch, check_listener_inputs, fix_curated_loss, has_listener
+from ..util.compat import fix_curated_loss
+from .listener import check_listener_batch, check_listener_inputs, has_listener
 from .shim import build_module, get_module, set_module
 from .weights import LEGACY_FORMAT, load_weights, looks_like_safetensors
 

@@ -12,7 +12,6 @@ settings with pydantic from its real annotations.
 import hashlib
 from dataclasses import dataclass
 import os
-import tempfile
 import warnings
 import weakref
 from itertools import islice
@@ -28,13 +27,14 @@ from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import from_bytes, from_disk, to_bytes, to_disk
 from thinc.api import Config, Model, Optimizer
 
-from ..confidence import (ScoreContext, get_records, make_record, record_confidences, record_raw_scores, register_extensions,
-                          store_record, write_alternatives)
 from ..errors import ConfigError, DatasetError, LabelError, ModelLoadError, WeightsError
+from .confidence import (ScoreContext, get_records, make_record, record_confidences, record_raw_scores, register_extensions,
+                         store_record, write_alternatives)
 from ..ml import TaggerLoss, check_vectors, crf_scores, decode, is_initialized, load_tagger_bytes, set_transition_constraints
 from .decision import Thresholds, bias_vector, check_bias, check_thresholds, threshold_for
 from .tasks import TASKS, SpanTask, Task, get_task
 from .threads import ThreadTuner, make_tuner
+from ..util.atomic import atomic_write
 
 WEIGHTS_FILE = "model"
 CFG_FILE = "cfg"
@@ -316,12 +316,12 @@ class BiLSTMTagger(TrainablePipe):
         """What the network computes on each doc: per layer and direction the RNN gates, candidate,
         cell and hidden states, the attention weights per head, the CRF transitions (forbidden moves
         marked), per-token tag marginals and the predicted entities with their confidence.
-        The docs are not changed. See `bilstm_tagger.inspect_pipe.inspect_docs`.
+        The docs are not changed. See `bilstm_tagger.inspection.inspect.inspect_docs`.
 
         docs (Iterable[Doc]): the docs to look at.
         RETURNS (List[DocInspection]): one per doc.
         """
-        from ..inspect_pipe import inspect_docs
+        from ..inspection.inspect import inspect_docs
 
         return inspect_docs(self, list(docs))
 
@@ -333,7 +333,7 @@ class BiLSTMTagger(TrainablePipe):
         k (int): how many paths.
         RETURNS (List[List[NBestPath]]): per doc, up to k paths.
         """
-        from ..inspect_pipe import n_best
+        from ..inspection.inspect import n_best
 
         return n_best(self, list(docs), k)
 
@@ -462,9 +462,9 @@ class BiLSTMTagger(TrainablePipe):
         data = self.model.to_bytes()
         cfg = {**self.cfg, "weights_sha256": hashlib.sha256(data).hexdigest()}
         serialize = {
-            CFG_FILE: lambda p: _atomic_write(p, srsly.json_dumps(cfg, indent=2).encode("utf8")),
+            CFG_FILE: lambda p: atomic_write(p, srsly.json_dumps(cfg, indent=2).encode("utf8")),
             "vocab": lambda p: self.vocab.to_disk(p, exclude=exclude),
-            WEIGHTS_FILE: lambda p: _atomic_write(p, data),
+            WEIGHTS_FILE: lambda p: atomic_write(p, data),
         }
         to_disk(path, serialize, exclude)
 
@@ -492,21 +492,6 @@ def _drop_unsure(tags: List[str], record: dict, thresholds: Thresholds) -> List[
             tags[start:end] = ["O"] * (end - start)
     return tags
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file and rename, so a crash never leaves a half-written file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _read_cfg(path: Path) -> dict:

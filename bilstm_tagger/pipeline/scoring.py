@@ -1,4 +1,8 @@
-"""seqeval scoring, with the score keys that `spacy train` and `spacy evaluate` print."""
+"""seqeval scoring, with the score keys that `spacy train` and `spacy evaluate` print.
+
+The scorer takes a span getter (a Doc -> its spans), as spaCy's `Scorer.score_spans` does, so it
+needs no task: `pipeline/tasks.py` builds on this module, never the other way round.
+"""
 from __future__ import annotations
 
 from functools import partial
@@ -6,6 +10,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from seqeval import scheme as seqeval_schemes
 from seqeval.metrics import classification_report
+from spacy.scorer import Scorer
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 from spacy.util import filter_spans, registry
@@ -15,6 +20,8 @@ from ..tags import check_scheme, tags_from_spans
 
 MODES = (None, "default", "strict")
 SpanGetter = Callable[[Doc], List[Span]]
+TOKEN_TARGETS = ("tag", "pos")  # scored as token accuracy of that attribute
+SPAN_TARGETS = ("ents", "spans")
 
 
 def as_tuples(spans: Iterable[Span]):
@@ -96,24 +103,40 @@ def seqeval_scores(
     }
 
 
+def score_spans(
+    examples: Iterable[Example], getter: SpanGetter, prefix: str, mode: Optional[str] = None, scheme: Optional[str] = None
+) -> Dict[str, object]:
+    """seqeval scores of the spans `getter` finds on each example's gold and predicted doc, under `prefix`."""
+    y_true, y_pred = tag_sequences(examples, getter, scheme or "IOB2")
+    return seqeval_scores(y_true, y_pred, prefix, mode, scheme or "IOB2")
+
+
 def score_seqeval(
     examples: Iterable[Example],
     *,
     target: str = "ents",
     spans_key: str = "sc",
+    getter: Optional[SpanGetter] = None,
     mode: Optional[str] = None,
     scheme: Optional[str] = None,
     **kwargs,
 ) -> Dict[str, object]:
     """Entity-level scores from seqeval for span tasks, token accuracy for tag/pos.
 
-    The default mode is conlleval-compatible; `mode="strict"` scores with the
-    given `scheme` (IOB2 or BILOU) as seqeval's strict mode does.
+    The spans are `getter(doc)`; without one, `doc.ents` for target "ents" and
+    `doc.spans[spans_key]` for "spans". The default mode is conlleval-compatible;
+    `mode="strict"` scores with the given `scheme` (IOB2 or BILOU) as seqeval's strict mode does.
     """
-    from .tasks import get_task  # tasks build on this module's functions
-
     _check_mode(mode)
-    return get_task(target, spans_key=spans_key).score(list(examples), mode=mode, scheme=scheme, **kwargs)
+    if target in TOKEN_TARGETS:
+        return Scorer.score_token_attr(list(examples), target, **kwargs)
+    if target not in SPAN_TARGETS:
+        raise ConfigError(f"target must be one of {', '.join(SPAN_TARGETS + TOKEN_TARGETS)}, not {target!r}")
+    if target == "ents":
+        prefix, default = "ents", lambda doc: list(doc.ents)
+    else:
+        prefix, default = f"spans_{spans_key}", lambda doc: list(doc.spans[spans_key]) if spans_key in doc.spans else []
+    return score_spans(list(examples), getter or default, prefix, mode, scheme)
 
 
 @registry.scorers("bilstm_tagger.seqeval_scorer.v1")

@@ -23,6 +23,7 @@ from spacy.util import filter_spans
 
 from ..errors import ConfigError, TagError
 from ..tags import check_scheme, spans_from_tags, tag_names, tags_from_spans, transition_constraints
+from .scoring import score_spans
 
 Constraints = Tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -110,10 +111,7 @@ class SpanTask(Task):
         return {f"{p}_f": 1.0, f"{p}_p": 0.0, f"{p}_r": 0.0, f"{p}_per_type": None}
 
     def score(self, examples: Sequence[Example], mode: Optional[str] = None, scheme: Optional[str] = None, **kwargs):
-        from .scoring import seqeval_scores, tag_sequences
-
-        y_true, y_pred = tag_sequences(examples, self.spans, scheme or "IOB2")
-        return seqeval_scores(y_true, y_pred, self.score_prefix, mode, scheme or "IOB2")
+        return score_spans(examples, self.spans, self.score_prefix, mode, scheme)
 
 
 class EntsTask(SpanTask):

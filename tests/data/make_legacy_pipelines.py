@@ -13,7 +13,7 @@ from pathlib import Path
 import spacy
 from thinc.api import Adam
 
-from bilstm_tagger.readers import create_hf_reader
+from bilstm_tagger.data.readers import create_hf_reader
 
 HERE = Path(__file__).resolve().parent
 SAMPLE = HERE.parent.parent / "corpora" / "sample_ner"

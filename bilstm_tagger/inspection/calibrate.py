@@ -1,0 +1,259 @@
+"""`python -m bilstm_tagger calibrate MODEL DATASET --split validation [--output DIR]`.
+
+Fits two things on a split, each kept only when it measurably helps:
+
+1. **The decision** (span tasks): an additive bias on every non-O emission score, one scalar or one
+   per label, chosen to maximise seqeval F1 on the split and kept only when repeated 2-fold
+   cross-validation finds a significant held-out gain (`pipeline/decision_fit.py`). Prints P/R/F1
+   before and after.
+2. **The temperature**: one T minimising the gold-path NLL of the (biased) model, all path scores
+   divided by T (`inspection.calibration.fit_temperature`). Tag decisions do not change with T; confidences
+   do. It is kept only when it lowers the expected calibration error (ECE) of "this predicted
+   entity is exactly a gold entity" on the split.
+
+With --output the pipeline is saved with `cfg["decision_bias"]` and `cfg["temperature"]`, which
+every later prediction, confidence, marginal and n-best probability uses.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..pipeline.confidence import get_records, make_record, record_raw_scores, record_spans, spans_probability, store_record
+from ..pipeline.decision import describe_bias
+from ..pipeline.decision_fit import DecisionFit, DecisionFitter, fit_decision
+from .calibration import ReliabilityBin, entity_calibration_pairs, expected_calibration_error, fit_temperature, path_log_scores, reliability_table
+
+_IMPOSSIBLE_PATH = -1e3  # a gold path scoring below this uses a forbidden move
+
+
+@dataclass
+class Calibration:
+    n_docs: int
+    n_entities: int
+    ece: float
+    table: List[ReliabilityBin]
+    confidences: np.ndarray
+    correct: np.ndarray
+
+
+@dataclass
+class TaggedSplit:
+    """A split tagged by the pipeline: the predicted docs and the gold examples."""
+
+    name: str  # the component's name
+    docs: list
+    examples: list
+
+
+def find_tagger(nlp) -> Tuple[str, Any]:
+    from ..pipeline.component import BiLSTMTagger
+
+    for name, pipe in nlp.pipeline:
+        if isinstance(pipe, BiLSTMTagger):
+            return name, pipe
+    raise ValueError(f"the pipeline has no bilstm_tagger component (it has: {', '.join(nlp.pipe_names) or 'none'})")
+
+
+def tag_split(nlp, examples: Sequence, batch_size: int = 256) -> TaggedSplit:
+    name, pipe = find_tagger(nlp)
+    if not hasattr(pipe.task, "spans"):
+        raise ValueError(f"calibration is about entity confidence; the component's task is {pipe.task.name!r}")
+    docs = list(nlp.pipe((eg.predicted.copy() for eg in examples), batch_size=batch_size))
+    return TaggedSplit(name, docs, list(examples))
+
+
+def calibration(nlp, name: str, docs: Sequence, references: Sequence, temperature: Optional[float] = None, n_bins: int = 10) -> Calibration:
+    """Reliability of component `name`'s predicted spans on tagged `docs` against the gold spans of
+    `references` (same tokens), at `temperature` (None = the temperature the pipeline has)."""
+    pipe = nlp.get_pipe(name)
+    predicted, gold = [], []
+    for doc, reference in zip(docs, references):
+        record = get_records(doc).get(name)
+        spans = record_spans(record) if record else []
+        conf = spans_probability(record, spans, temperature) if record else []
+        predicted.append([(s, e, label, float(c)) for (s, e, label), c in zip(spans, conf)])
+        gold.append([(s.start, s.end, s.label_) for s in pipe.task.spans(reference)])
+    conf, ok = entity_calibration_pairs(predicted, gold)
+    return Calibration(len(docs), len(conf), expected_calibration_error(conf, ok, n_bins), reliability_table(conf, ok, n_bins), conf, ok)
+
+
+def fit_split_temperature(tagged: TaggedSplit, nlp) -> Tuple[float, int]:
+    """The temperature fitted on the split's complete, legal gold paths, and how many docs it used."""
+    pipe = nlp.get_pipe(tagged.name)
+    rows, gold = [], []
+    for doc, eg in zip(tagged.docs, tagged.examples):
+        record = get_records(doc).get(tagged.name)
+        ids = pipe.task.gold_ids(eg, pipe.tag_index) if record else None
+        if record is None or (ids < 0).any() or len(ids) != len(record["emissions"]):
+            continue  # missing gold: no single gold path to score
+        rows.append(torch.as_tensor(np.asarray(record["emissions"], dtype=np.float64)))
+        gold.append(torch.as_tensor(ids))
+    if not rows:
+        raise ValueError("no doc of the split has complete gold tags to fit a temperature on")
+    record = next(r for r in (get_records(d).get(tagged.name) for d in tagged.docs) if r)
+    n_tags = len(record["tags"])
+    if "transitions" in record:
+        start, trans, end = (torch.as_tensor(np.asarray(record[k], dtype=np.float64)) for k in ("start", "transitions", "end"))
+    else:  # softmax: a CRF without transition scores is the product of token softmaxes
+        start, trans, end = torch.zeros(n_tags, dtype=torch.float64), torch.zeros(n_tags, n_tags, dtype=torch.float64), torch.zeros(n_tags, dtype=torch.float64)
+    emissions = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    paths = torch.nn.utils.rnn.pad_sequence(gold, batch_first=True)
+    mask = torch.arange(emissions.shape[1])[None, :] < torch.tensor([len(r) for r in rows])[:, None]
+    legal = path_log_scores(emissions, mask, start, trans, end, paths) > _IMPOSSIBLE_PATH
+    keep = legal.nonzero().squeeze(1)
+    return fit_temperature(emissions[keep], mask[keep], start, trans, end, paths[keep]), int(keep.numel())
+
+
+def format_table(table: Sequence[ReliabilityBin]) -> str:
+    lines = ["  bin          n   confidence  accuracy"]
+    for b in table:
+        if b.count:
+            lines.append(f"  [{b.lower:.1f}, {b.upper:.1f})  {b.count:5d}   {b.mean_confidence:.3f}       {b.accuracy:.3f}")
+    return "\n".join(lines)
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+
+def read_split(nlp, args: argparse.Namespace, split: str, limit: int = 0) -> list:
+    from ..data.readers import HFDatasetReader
+
+    _, pipe = find_tagger(nlp)
+    reader = HFDatasetReader(args.dataset, split, args.name, args.tokens_column, args.tags_column, pipe.task.name,
+                             pipe.task.spans_key, limit, args.revision,
+                             group_sentences=getattr(args, "group_sentences", 1))
+    return list(reader(nlp))
+
+
+def load_pipeline(path: str):
+    import spacy
+
+    from ..errors import ModelLoadError
+
+    if not Path(path).is_dir():
+        raise ModelLoadError(f"{path}: no such model directory")
+    return spacy.load(path)
+
+
+def split_calibration(tagged: TaggedSplit, nlp, temperature: Optional[float] = None, n_bins: int = 10) -> Calibration:
+    return calibration(nlp, tagged.name, tagged.docs, [eg.reference for eg in tagged.examples], temperature, n_bins)
+
+
+def _report(label: str, before: Calibration, after: Calibration) -> None:
+    print(f"{label}: {before.n_docs} docs, {before.n_entities} predicted entities, "
+          f"{before.correct.mean() if before.n_entities else 0:.3f} of them exact")
+    print(f"  ECE before {before.ece:.4f}  after {after.ece:.4f}")
+    print("  before:\n" + format_table(before.table))
+    print("  after:\n" + format_table(after.table))
+
+
+def split_fitter(tagged: TaggedSplit, pipe) -> DecisionFitter:
+    """A decision fitter over the split's raw scores (tagged with no bias) and its gold spans."""
+    from ..ml import decode
+    from ..pipeline.scoring import gold_rows, gold_spans
+
+    scores = []
+    for doc in tagged.docs:
+        record = get_records(doc).get(tagged.name)
+        scores.append(record_raw_scores(record) if record is not None else np.zeros((0, len(pipe.tags)), dtype=np.float32))
+    gold = [gold_spans(eg, pipe.task.spans) for eg in tagged.examples]
+    rows = [gold_rows(eg) for eg in tagged.examples]
+    decoder = pipe.model.get_ref("decoder")
+    return DecisionFitter(scores, gold, rows, pipe.tags, pipe.labels, lambda s: decode(decoder, s))
+
+
+def redecide(tagged: TaggedSplit, pipe) -> None:
+    """Re-decode the tagged docs' filed scores under the pipe's current decision bias and temperature
+    and file the new records, as tagging the split again would (without a second forward pass)."""
+    live = [(doc, get_records(doc).get(tagged.name)) for doc in tagged.docs]
+    live = [(doc, record) for doc, record in live if record is not None]
+    predictions = pipe.decide([record_raw_scores(record) for _, record in live])
+    context = pipe._score_context()
+    for (doc, _), ids, scores in zip(live, predictions.ids, predictions.scores):
+        store_record(doc, tagged.name, make_record(context, ids, scores))
+
+
+def report_decision(fit: DecisionFit, split: str) -> None:
+    print(f"decision fitted on {split}:")
+    print(f"  best scalar bias on the split: {fit.scalar:+.2f}; held-out gain over the current decision "
+          f"{100 * fit.scalar_test.mean:+.2f} F1 (p = {fit.scalar_test.p_value:.3f})")
+    if fit.label_bias is not None and fit.label_test is not None:
+        print(f"  best per-label bias: {describe_bias(fit.label_bias)}; held-out gain over one scalar "
+              f"{100 * fit.label_test.mean:+.2f} F1 (p = {fit.label_test.p_value:.3f})")
+    for note in fit.notes:
+        print(f"  {note}")
+    print(f"  decision: {describe_bias(fit.bias)}" + (" (unchanged)" if fit.kind == "kept" else f" ({fit.kind})"))
+    print(f"  {split} before: {fit.before}")
+    print(f"  {split} after:  {fit.after}")
+
+
+def run(args: argparse.Namespace) -> int:
+    nlp = load_pipeline(args.model)
+    name, pipe = find_tagger(nlp)
+    old_temperature, old_bias = pipe.cfg.get("temperature"), pipe.cfg.get("decision_bias")
+    summary: Dict[str, Any] = {"model": args.model, "dataset": args.dataset, "split": args.split, "limit": args.limit,
+                               "old_decision_bias": old_bias, "old_temperature": old_temperature}
+    # Tag once with the raw model; every decision and temperature is then tried on the filed scores.
+    pipe.cfg["temperature"], pipe.cfg["decision_bias"] = None, None
+    tagged = tag_split(nlp, read_split(nlp, args, args.split, args.limit), args.batch_size)
+    bias = old_bias
+    if args.fit_decision:
+        fit = fit_decision(split_fitter(tagged, pipe), old_bias, alpha=args.alpha, per_label=args.per_label)
+        report_decision(fit, args.split)
+        bias = fit.bias
+        summary["decision"] = _fit_summary(fit)
+    pipe.cfg["decision_bias"] = bias
+    redecide(tagged, pipe)
+    temperature, kept_note = _fit_temperature(tagged, nlp, old_temperature, args)
+    summary.update(decision_bias=bias, temperature=temperature)
+    if args.test_split:
+        pipe.cfg["decision_bias"], pipe.cfg["temperature"] = None, None
+        held = tag_split(nlp, read_split(nlp, args, args.test_split, args.test_limit), args.batch_size)
+        fitter = split_fitter(held, pipe)
+        before, after = fitter.score(old_bias), fitter.score(bias)
+        print(f"{args.test_split} (held out): before {before}")
+        print(f"{args.test_split} (held out): after  {after}")
+        pipe.cfg["decision_bias"] = bias
+        redecide(held, pipe)
+        ece = (split_calibration(held, nlp, old_temperature or 1.0, args.bins), split_calibration(held, nlp, temperature, args.bins))
+        _report(f"{args.test_split} (held out)", *ece)
+        summary["test"] = {"split": args.test_split, "limit": args.test_limit, "before": vars(before), "after": vars(after),
+                           "ece_before": ece[0].ece, "ece_after": ece[1].ece}
+    pipe.cfg["decision_bias"], pipe.cfg["temperature"] = bias, (temperature if temperature != 1.0 or old_temperature else None)
+    if args.output:
+        nlp.to_disk(args.output)
+        print(f"saved the pipeline with decision bias {describe_bias(bias)} and temperature {temperature:.4f}{kept_note} "
+              f"to {args.output}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def _fit_summary(fit: DecisionFit) -> Dict[str, Any]:
+    out = {"kind": fit.kind, "bias": fit.bias, "before": vars(fit.before), "after": vars(fit.after), "best_scalar": fit.scalar,
+           "scalar_heldout_gain": fit.scalar_test.mean, "scalar_p_value": fit.scalar_test.p_value}
+    if fit.label_test is not None:
+        out.update(best_per_label=fit.label_bias, per_label_heldout_gain=fit.label_test.mean, per_label_p_value=fit.label_test.p_value)
+    return out
+
+
+def _fit_temperature(tagged: TaggedSplit, nlp, old: Optional[float], args: argparse.Namespace) -> Tuple[float, str]:
+    """The fitted temperature if it lowers ECE on the split, else the old one (1.0 when none)."""
+    old = old or 1.0
+    temperature, n_fit = fit_split_temperature(tagged, nlp)
+    print(f"temperature fitted on {args.split} ({n_fit} docs with complete gold paths): T = {temperature:.4f}")
+    before, after = split_calibration(tagged, nlp, old, args.bins), split_calibration(tagged, nlp, temperature, args.bins)
+    _report(args.split, before, after)
+    if after.ece < before.ece:
+        return temperature, ""
+    print(f"  T = {temperature:.4f} does not lower ECE on {args.split} ({before.ece:.4f} -> {after.ece:.4f}): "
+          f"kept T = {old:.4f}")
+    return old, " (unchanged: the fit did not lower ECE)"

@@ -1,0 +1,61 @@
+"""bilstm_tagger.util: the atomic write and the curated-transformers fix with its version guard."""
+import os
+
+import pytest
+
+from bilstm_tagger.util import compat
+from bilstm_tagger.util.atomic import atomic_write
+
+
+def test_atomic_write_replaces_the_file_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "cfg"
+    path.write_bytes(b"old")
+    atomic_write(path, b"new")
+    assert path.read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["cfg"]
+    assert (path.stat().st_mode & 0o777) == 0o644
+
+
+def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
+    path = tmp_path / "cfg"
+    path.write_bytes(b"old")
+
+    def boom(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", boom)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, b"new")
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["cfg"]
+
+
+@pytest.fixture
+def curated(monkeypatch):
+    mod = pytest.importorskip(
+        "spacy_curated_transformers.pipeline.transformer", reason="spacy-curated-transformers (the curated extra) is not installed"
+    )
+    # Each test starts from the package's own method and leaves it as it found it.
+    original = mod.CuratedTransformer._create_backprops
+    if getattr(original, "_bilstm_tagger_fix", False):
+        pytest.skip("the fix was applied before this test could see the original method")
+    yield mod.CuratedTransformer
+    mod.CuratedTransformer._create_backprops = original
+
+
+def test_curated_fix_applies_once_where_numpy_refuses(curated, monkeypatch):
+    monkeypatch.setattr(compat, "_numpy_refuses_1d_float", lambda: True)
+    monkeypatch.setattr("importlib.metadata.version", lambda name: "0.3.1")
+    assert compat.fix_curated_loss()
+    assert curated._create_backprops is compat._create_backprops
+    assert compat.fix_curated_loss()  # a second call is a no-op
+    assert curated._create_backprops is compat._create_backprops
+
+
+@pytest.mark.parametrize("installed,refuses", [("1.0.0", True), ("0.3.1", False)])
+def test_curated_fix_is_guarded_by_version_and_numpy(curated, monkeypatch, installed, refuses):
+    original = curated._create_backprops
+    monkeypatch.setattr(compat, "_numpy_refuses_1d_float", lambda: refuses)
+    monkeypatch.setattr("importlib.metadata.version", lambda name: installed)
+    assert not compat.fix_curated_loss()
+    assert curated._create_backprops is original
