@@ -124,6 +124,15 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny pipeline trained one step on the sample corpus and saved: enough to exercise commands."""
+    nlp = train_pipeline({"model": TINY_MODEL}, read_examples(spacy.blank("en"), SAMPLE, "train"), steps=1)
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    nlp.to_disk(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def default_model_dir(tmp_path_factory, sample_examples):
     """A pipeline with the default (full-size) architecture, trained for a few steps and saved."""
     nlp = train_pipeline({}, sample_examples["train"], steps=3)

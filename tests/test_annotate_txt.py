@@ -12,15 +12,12 @@ import spacy
 
 from bilstm_tagger.annotate import add_parser, run
 
-from .conftest import SAMPLE, TINY_MODEL, read_examples, train_pipeline
+from .conftest import SAMPLE
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    nlp = train_pipeline({"model": TINY_MODEL}, read_examples(spacy.blank("en"), SAMPLE, "train"), steps=1)
-    path = tmp_path_factory.mktemp("annotate_txt") / "model"
-    nlp.to_disk(path)
-    return path
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.fixture(scope="module")

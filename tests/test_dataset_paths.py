@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-import spacy
 
 from bilstm_tagger.annotate import add_parser, run as run_annotate
 from bilstm_tagger.cli import main
@@ -16,7 +15,7 @@ from bilstm_tagger.data.paths import looks_local
 from bilstm_tagger.data.readers import create_hf_reader
 from bilstm_tagger.errors import DatasetError
 
-from .conftest import REPO, SAMPLE, TINY_MODEL, read_examples, train_pipeline
+from .conftest import REPO
 
 TYPO = "corpora/sample_nre"  # corpora/sample_ner with two letters swapped
 SUGGESTION = "did you mean corpora/sample_ner?"
@@ -24,11 +23,8 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    nlp = train_pipeline({"model": TINY_MODEL}, read_examples(spacy.blank("en"), SAMPLE, "train"), steps=1)
-    path = tmp_path_factory.mktemp("paths") / "model"
-    nlp.to_disk(path)
-    return path
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 @pytest.mark.parametrize(
