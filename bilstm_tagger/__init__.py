@@ -6,7 +6,7 @@ confidences; `data/` the dataset reader, the static-vectors builder and the
 epoch schedules; `inspection/` what a trained tagger computes (RNN traces,
 calibration, `calibrate`, `explain` and the HTML report); `util/` atomic
 writes and fixes for other packages' versions; `tags.py` the tag schemes;
-`cli.py` the command line. Nothing below `inspection/` imports it.
+`cli/` the command line (one module per command). Nothing below `inspection/` imports it.
 
 Names are imported on first use, so `python -m bilstm_tagger --help` answers
 without loading torch or spaCy. spaCy finds the factories, architectures,

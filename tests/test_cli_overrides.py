@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from spacy.util import load_config
 
-from bilstm_tagger.cli import main, unknown_override
+from bilstm_tagger.cli import main
+from bilstm_tagger.cli.train import unknown_override
 
 from .conftest import REPO, SAMPLE
 

@@ -27,7 +27,9 @@ import torch
 
 from ..pipeline.confidence import get_records, make_record, record_raw_scores, record_spans, spans_probability, store_record
 from ..pipeline.decision import describe_bias
+from ..errors import ConfigError, DatasetError
 from ..pipeline.decision_fit import DecisionFit, DecisionFitter, fit_decision
+from ..pipeline.loading import find_tagger, load_pipeline
 from .calibration import ReliabilityBin, entity_calibration_pairs, expected_calibration_error, fit_temperature, path_log_scores, reliability_table
 
 _IMPOSSIBLE_PATH = -1e3  # a gold path scoring below this uses a forbidden move
@@ -52,19 +54,10 @@ class TaggedSplit:
     examples: list
 
 
-def find_tagger(nlp) -> Tuple[str, Any]:
-    from ..pipeline.component import BiLSTMTagger
-
-    for name, pipe in nlp.pipeline:
-        if isinstance(pipe, BiLSTMTagger):
-            return name, pipe
-    raise ValueError(f"the pipeline has no bilstm_tagger component (it has: {', '.join(nlp.pipe_names) or 'none'})")
-
-
 def tag_split(nlp, examples: Sequence, batch_size: int = 256) -> TaggedSplit:
     name, pipe = find_tagger(nlp)
     if not hasattr(pipe.task, "spans"):
-        raise ValueError(f"calibration is about entity confidence; the component's task is {pipe.task.name!r}")
+        raise ConfigError(f"calibration is about entity confidence; the component's task is {pipe.task.name!r}")
     docs = list(nlp.pipe((eg.predicted.copy() for eg in examples), batch_size=batch_size))
     return TaggedSplit(name, docs, list(examples))
 
@@ -96,7 +89,7 @@ def fit_split_temperature(tagged: TaggedSplit, nlp) -> Tuple[float, int]:
         rows.append(torch.as_tensor(np.asarray(record["emissions"], dtype=np.float64)))
         gold.append(torch.as_tensor(ids))
     if not rows:
-        raise ValueError("no doc of the split has complete gold tags to fit a temperature on")
+        raise DatasetError("no doc of the split has complete gold tags to fit a temperature on")
     record = next(r for r in (get_records(d).get(tagged.name) for d in tagged.docs) if r)
     n_tags = len(record["tags"])
     if "transitions" in record:
@@ -130,16 +123,6 @@ def read_split(nlp, args: argparse.Namespace, split: str, limit: int = 0) -> lis
                              pipe.task.spans_key, limit, args.revision,
                              group_sentences=getattr(args, "group_sentences", 1))
     return list(reader(nlp))
-
-
-def load_pipeline(path: str):
-    import spacy
-
-    from ..errors import ModelLoadError
-
-    if not Path(path).is_dir():
-        raise ModelLoadError(f"{path}: no such model directory")
-    return spacy.load(path)
 
 
 def split_calibration(tagged: TaggedSplit, nlp, temperature: Optional[float] = None, n_bins: int = 10) -> Calibration:

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .calibrate import calibration, find_tagger, load_pipeline, read_split, tag_split
+from .calibrate import calibration, read_split, tag_split
 from ..errors import ConfigError, DatasetError
+from ..pipeline.loading import find_tagger, load_pipeline
 from .inspect import crf_transitions, network_internals
 from .rnn import gate_saturation
 from .report import AttentionMap, Entity, GateSaturation, ReportData, ReportDoc, TransitionTable, build_report, neuron_tracks, select_neurons

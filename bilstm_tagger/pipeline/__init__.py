@@ -6,4 +6,5 @@
 - confidence.py: `Span._.confidence`, n-best paths and alternatives from the record tagging files
 - decision.py, decision_fit.py: the decision bias and confidence thresholds, and how calibrate fits the bias
 - threads.py: how many torch threads the pipe runs with
+- loading.py: load a saved pipeline and find its bilstm_tagger component
 """

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from scipy import stats
 
+from ..errors import DatasetError
 from ..tags import spans_from_tags
 from .decision import Bias, bias_vector, check_bias
 
@@ -166,7 +167,7 @@ def fit_decision(fitter: DecisionFitter, old: Bias = None, alpha: float = 0.05, 
     then per-label biases if they beat that scalar the same way; else `old`, unchanged."""
     old = check_bias(old, fitter.labels)
     if fitter.n_docs < 4:
-        raise ValueError(f"fitting a decision needs at least 4 docs with gold entities, got {fitter.n_docs}")
+        raise DatasetError(f"fitting a decision needs at least 4 docs with gold entities, got {fitter.n_docs}")
     before = fitter.score(old)
     scalar = fitter.fit_scalar()
     scalar_test = fitter.significance(lambda d: fitter.fit_scalar(d), lambda d: old, repeats)

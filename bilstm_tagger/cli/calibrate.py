@@ -1,0 +1,43 @@
+"""`calibrate MODEL DATASET`: fit the entity decision bias and the confidence temperature on a split.
+
+The work is inspection/calibrate.py's (its `run(args)` reads the namespace built here).
+"""
+from __future__ import annotations
+
+import argparse
+
+from ._util import SPLIT_HELP, add_dataset_args
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    ca = subparsers.add_parser(
+        "calibrate",
+        help="fit the entity decision bias and the confidence temperature on a split; save them with the model",
+        description="Fits, on a split, an additive bias on entity scores that balances precision and recall "
+        "(kept only when cross-validation on the split finds a significant F1 gain) and a temperature for "
+        "span._.confidence (kept only when it lowers ECE). Prints P/R/F1 and ECE before and after; with --output "
+        "saves both with the model.",
+    )
+    ca.add_argument("model", help="a pipeline directory, e.g. training/ner/model-best")
+    add_dataset_args(ca)
+    ca.add_argument("--split", default="validation", help=SPLIT_HELP["calibrate"])
+    ca.add_argument("--test-split", default=None, help="also report P/R/F1 and ECE before/after on this held-out split")
+    ca.add_argument("--test-limit", type=int, default=0, help="read at most this many rows of --test-split (0 = all)")
+    ca.add_argument("--json", default=None, help="also write the numbers (decision, P/R/F1, T, ECE) to this JSON file")
+    ca.add_argument("--output", default=None, help="write the calibrated pipeline here (may be MODEL itself)")
+    ca.add_argument("--bins", type=int, default=10, help="reliability bins")
+    ca.add_argument("--no-decision", dest="fit_decision", action="store_false",
+                    help="fit the temperature only; keep the model's decision bias as it is")
+    ca.add_argument("--scalar-only", dest="per_label", action="store_false",
+                    help="fit one bias for every label; never per-label biases")
+    ca.add_argument("--alpha", type=float, default=0.05,
+                    help="keep a fitted decision only when its held-out gain is significant at this level")
+    ca.add_argument("--batch-size", type=int, default=256, help="docs per nlp.pipe batch")
+    ca.set_defaults(func=run)
+    return ca
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..inspection import calibrate  # torch
+
+    return calibrate.run(args)
