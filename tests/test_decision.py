@@ -290,3 +290,47 @@ def test_fit_decision_during_training_refits_at_evaluation_after_updates_only(ne
         eg.reference.ents = []
     nlp.evaluate(other)
     assert pipe.cfg["decision_bias"] == bias
+
+
+def test_fitter_counts_as_seqeval_does_row_by_row_with_unseen_gold_labels():
+    """The fitter's F1 must equal seqeval's on the same rows: a predicted entity crossing a row
+    boundary is one chunk per row, and a gold label the model never predicts is a miss."""
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    from bilstm_tagger.pipeline.decision_fit import DecisionFitter
+    from bilstm_tagger.tags import tag_names
+
+    tags = tag_names(["LOC", "PER"], "BILOU")
+    rng = np.random.default_rng(0)
+    scores, gold, rows = [], [], []
+    for n in (7, 12, 5, 9, 15, 4):
+        em = rng.normal(size=(n, len(tags))).astype(np.float32)
+        em[:, 0] += 1.0  # mostly O
+        scores.append(em)
+        gold.append([(1, 3, "PER"), (n - 1, n, "MISC")])  # MISC: a label the model does not know
+        rows.append([(0, n // 2), (n // 2, n)])
+
+    def argmax_legal(batch):  # a decoder that only reads well-formed spans (lenient, like conlleval)
+        return [x.argmax(1) for x in batch]
+
+    fitter = DecisionFitter(scores, gold, rows, tags, ["LOC", "PER"], argmax_legal)
+    for bias in (None, 1.0, {"PER": 2.0}):
+        vec = bias_vector(tags, bias)
+        y_true, y_pred = [], []
+        for em, g, r in zip(scores, gold, rows):
+            ids = (em if vec is None else em + vec).argmax(1)
+            pred = spans_from_tags([tags[i] for i in ids]).spans
+            for r0, r1 in r:
+                def iob(spans):
+                    out = ["O"] * (r1 - r0)
+                    for s, e, label in spans:
+                        s, e = max(s, r0), min(e, r1)
+                        if s < e:
+                            out[s - r0:e - r0] = [f"B-{label}"] + [f"I-{label}"] * (e - s - 1)
+                    return out
+                y_true.append(iob(g))
+                y_pred.append(iob(pred))
+        got = fitter.score(bias)
+        assert got.p == pytest.approx(precision_score(y_true, y_pred, zero_division=0))
+        assert got.r == pytest.approx(recall_score(y_true, y_pred, zero_division=0))
+        assert got.f == pytest.approx(f1_score(y_true, y_pred, zero_division=0))

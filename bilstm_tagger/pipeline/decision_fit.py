@@ -93,8 +93,10 @@ class DecisionFitter:
         the (start, end) token ranges the scorer scores one by one; decode: scores -> tag ids."""
         self.scores, self.tags, self.labels, self.decode = scores, list(tags), list(labels), decode
         self.rows = rows
-        self.label_index = {label: i for i, label in enumerate(self.labels)}
         self.gold = [_row_spans(spans, r) for spans, r in zip(gold_spans, rows)]
+        # Gold labels the model never predicts still count, as misses (seqeval counts them too).
+        unseen = sorted({s[2] for doc in self.gold for row in doc for s in row} - set(self.labels))
+        self.label_index = {label: i for i, label in enumerate(self.labels + unseen)}
         self._cache: Dict[Tuple, np.ndarray] = {}
 
     @property
@@ -102,7 +104,7 @@ class DecisionFitter:
         return len(self.scores)
 
     def counts(self, bias: Bias) -> np.ndarray:
-        """(tp, fp, fn) per doc and label, (n_docs, n_labels, 3), under `bias`."""
+        """(tp, fp, fn) per doc and label, (n_docs, n_labels (+ unseen gold labels), 3), under `bias`."""
         key = _key(bias)
         if key not in self._cache:
             vec = bias_vector(self.tags, bias)
@@ -111,7 +113,7 @@ class DecisionFitter:
         return self._cache[key]
 
     def _count(self, decoded: List[np.ndarray]) -> np.ndarray:
-        out = np.zeros((self.n_docs, len(self.labels), 3), dtype=np.int64)
+        out = np.zeros((self.n_docs, len(self.label_index), 3), dtype=np.int64)
         for d, ids in enumerate(decoded):
             spans = spans_from_tags([self.tags[i] for i in np.asarray(ids).tolist()]).spans
             for pred, gold in zip(_row_spans(spans, self.rows[d]), self.gold[d]):
