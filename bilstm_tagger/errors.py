@@ -29,6 +29,11 @@ class ConfigError(BilstmTaggerError):
     """Settings that cannot work together, caught before any data is loaded."""
 
 
+class HubUnreachableError(ConfigError):
+    """A transformer named by hub id is neither cached nor fetchable (the hub cannot be reached, or
+    offline mode is on); the message names the id and the ways to load a model without the hub."""
+
+
 class AnnotateError(BilstmTaggerError):
     """A fatal problem with annotate's arguments, input or output directory (one `error:` line)."""
 

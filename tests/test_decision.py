@@ -165,8 +165,9 @@ def sample_texts():
 
 
 def run_calibrate(argv):
+    """`python -m bilstm_tagger calibrate ...` as the command line runs it (errors raise here)."""
     args = build_parser().parse_args(["calibrate", *argv])
-    return calibrate.run(args)
+    return args.func(args)
 
 
 def test_calibrate_keeps_the_decision_when_no_bias_improves_f1(ner_nlp, tmp_path, capsys):
@@ -174,7 +175,11 @@ def test_calibrate_keeps_the_decision_when_no_bias_improves_f1(ner_nlp, tmp_path
     biased = with_bias(ner_nlp, 0.5, tmp_path / "m")
     docs = list(biased.pipe(spacy.tokens.Doc(biased.vocab, words=w) for w in sample_texts()))
     write_split(tmp_path / "data", "validation", docs)
-    assert run_calibrate([str(tmp_path / "m"), str(tmp_path / "data"), "--split", "validation", "--output", str(tmp_path / "cal")]) == 0
+    # The plain function the command runs: keyword arguments in, the --json summary out.
+    summary = calibrate.calibrate(str(tmp_path / "m"), str(tmp_path / "data"), split="validation",
+                                  output=str(tmp_path / "cal"), json_path=str(tmp_path / "cal.json"))
+    assert summary == json.loads((tmp_path / "cal.json").read_text())
+    assert summary["decision_bias"] == 0.5 and summary["decision"]["kind"] == "kept"
     out = capsys.readouterr().out
     assert "decision: +0.50 on every label (unchanged)" in out
     assert "validation before: P 100.00 R 100.00 F1 100.00" in " ".join(out.split())

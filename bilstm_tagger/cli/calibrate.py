@@ -1,6 +1,7 @@
 """`calibrate MODEL DATASET`: fit the entity decision bias and the confidence temperature on a split.
 
-The work is inspection/calibrate.py's (its `run(args)` reads the namespace built here).
+`add_parser` and `run` are the command line; `inspection.calibrate.calibrate` does the work from plain
+arguments (it returns the summary that --json writes).
 """
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inspection import calibrate  # torch
+    from ..inspection.calibrate import calibrate  # torch
 
-    return calibrate.run(args)
+    calibrate(
+        args.model, args.dataset, split=args.split, test_split=args.test_split, limit=args.limit,
+        test_limit=args.test_limit, name=args.name, revision=args.revision, tokens_column=args.tokens_column,
+        tags_column=args.tags_column, group_sentences=args.group_sentences, output=args.output, json_path=args.json,
+        bins=args.bins, batch_size=args.batch_size, fit_decision=args.fit_decision, per_label=args.per_label,
+        alpha=args.alpha,
+    )
+    return 0

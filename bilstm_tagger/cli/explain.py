@@ -1,6 +1,6 @@
 """`explain MODEL (--text ... | --dataset D)`: write an HTML report of what the model does.
 
-The work is inspection/explain.py's (`explain_docs`; its `run(args)` reads the namespace built here).
+`add_parser` and `run` are the command line; `inspection.explain.explain` does the work from plain arguments.
 """
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..inspection import explain  # torch
+    from ..inspection.explain import explain  # torch
 
-    return explain.run(args)
+    explain(
+        args.model, args.output, texts=args.text, dataset=args.dataset, split=args.split, n=args.n, name=args.name,
+        revision=args.revision, tokens_column=args.tokens_column, tags_column=args.tags_column,
+        png_dir=args.png_dir, top_k=args.top_k,
+    )
+    return 0

