@@ -1,7 +1,9 @@
 """The spaCy pipeline component: `nlp.add_pipe("bilstm_tagger")` and its sibling factories.
 
 The pipe speaks docs and numpy: it hands docs to its thinc model, gets numpy
-tag ids back, and trains it with numpy gold tag ids through `TaggerLoss`.
+emission scores back, adds its decision bias (`decision.py`) and has them decoded
+into tag ids (`ml.decode`), and trains the model with numpy gold tag ids through
+`TaggerLoss`.
 What a task means (labels, gold, annotations, scores) comes from
 `pipeline/tasks.py`; torch stays behind the model (`bilstm_tagger.ml`).
 
@@ -10,10 +12,10 @@ settings with pydantic from its real annotations.
 """
 
 import hashlib
-from dataclasses import dataclass
 import os
 import warnings
 import weakref
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Union
@@ -28,13 +30,13 @@ from spacy.util import from_bytes, from_disk, to_bytes, to_disk
 from thinc.api import Config, Model, Optimizer
 
 from ..errors import ConfigError, DatasetError, LabelError, ModelLoadError, WeightsError
+from ..ml import TaggerLoss, check_vectors, crf_scores, decode, is_initialized, load_tagger_bytes, set_transition_constraints
+from ..util.atomic import atomic_write
 from .confidence import (ScoreContext, get_records, make_record, record_confidences, record_raw_scores, register_extensions,
                          store_record, write_alternatives)
-from ..ml import TaggerLoss, check_vectors, crf_scores, decode, is_initialized, load_tagger_bytes, set_transition_constraints
 from .decision import Thresholds, bias_vector, check_bias, check_thresholds, threshold_for
 from .tasks import TASKS, SpanTask, Task, get_task
 from .threads import ThreadTuner, make_tuner
-from ..util.atomic import atomic_write
 
 WEIGHTS_FILE = "model"
 CFG_FILE = "cfg"
