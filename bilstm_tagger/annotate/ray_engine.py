@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .core import STATS_DIR_ENV, AnnotateError, WorkerStats, check_value, doc_row, load_pipeline, output_schema, tag, write_json_atomic, write_jsonl_atomic
+from ..util.atomic import write_json_atomic, write_jsonl_atomic
+from .core import STATS_DIR_ENV, AnnotateError, WorkerStats, check_value, doc_row, load_pipeline, output_schema, tag
 from .local import ERRORS_DIR, SETTINGS_FILE
 
 # Test hook: the first actor to see this file missing creates it and dies (os._exit) mid-batch.
