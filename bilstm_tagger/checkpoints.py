@@ -1,4 +1,4 @@
-"""Crash-safe pipeline saving: write to a temp dir, then swap it into place with a rename.
+"""Crash-safe pipeline saving: write to a temp dir, then swap it into place (util/atomic.py's write_dir_atomic).
 
 `spacy train` replaces model-best with rmtree + copytree, so a kill at the
 wrong moment leaves no loadable model. `python -m bilstm_tagger train` runs
@@ -7,9 +7,6 @@ happens, model-best is either the previous good model or the new one.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -18,49 +15,15 @@ from typing import Callable, Optional
 from spacy.language import Language
 from spacy.util import registry
 
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-_TMP_MARK = ".tmp-"
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two paths (Linux renameat2); False where the system can't."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name or not sys.platform.startswith("linux"):
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:
-        return False
-    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
-
-
-def replace_dir(new: Path, target: Path) -> None:
-    """Put the finished directory `new` at `target`, never leaving `target` half-written."""
-    if not target.exists():
-        os.rename(new, target)
-        return
-    if _exchange(new, target):
-        shutil.rmtree(new)  # `new` now holds the old contents
-        return
-    old = target.with_name(f".{target.name}{_TMP_MARK}old-{os.getpid()}")
-    os.rename(target, old)  # without renameat2: a moment with no target, never a partial one
-    os.rename(new, target)
-    shutil.rmtree(old)
-
-
-def _temp_dir(target: Path) -> Path:
-    return target.with_name(f".{target.name}{_TMP_MARK}{os.getpid()}")
+# The directory swap lives in util/atomic.py (replace_dir stays importable from here). `_exchange` is
+# deliberately not re-exported: a test that patched it here would silently patch nothing; patch
+# bilstm_tagger.util.atomic._exchange.
+from .util.atomic import recover_dir_swaps, replace_dir, write_dir_atomic  # noqa: F401
 
 
 def save_pipeline(nlp: Language, target: Path) -> None:
     """nlp.to_disk(target), atomically."""
-    target = Path(target)
-    tmp = _temp_dir(target)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    nlp.to_disk(tmp)
-    replace_dir(tmp, target)
+    write_dir_atomic(target, nlp.to_disk)
 
 
 def save_checkpoint(nlp: Language, target: Path) -> None:
@@ -77,25 +40,13 @@ def save_checkpoint(nlp: Language, target: Path) -> None:
 
 
 def copy_pipeline(source: Path, target: Path) -> None:
-    tmp = _temp_dir(target)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(source, tmp)
-    replace_dir(tmp, target)
+    """shutil.copytree(source, target), atomically, replacing target."""
+    write_dir_atomic(target, lambda tmp: shutil.copytree(source, tmp))
 
 
 def remove_stale_temp_dirs(output: Path) -> None:
-    """Leftovers of a run that was killed while saving.
-
-    Without renameat2 a kill between the two renames of `replace_dir` leaves the
-    previous model only at `.NAME.tmp-old-PID`: it is moved back, not deleted.
-    """
-    for old in output.glob(f".model-*{_TMP_MARK}old-*"):
-        target = output / old.name[1:].split(_TMP_MARK)[0]
-        if not target.exists():
-            os.rename(old, target)
-    for path in output.glob(f".model-*{_TMP_MARK}*"):
-        shutil.rmtree(path, ignore_errors=True)
+    """Leftovers of a run that was killed while saving model-best or model-last (see recover_dir_swaps)."""
+    recover_dir_swaps(output, "model-*")
 
 
 @registry.loggers("bilstm_tagger.CheckpointLogger.v1")

@@ -252,7 +252,7 @@ def test_killed_run_resumes_to_identical_output(model_dir, jsonl_input, tmp_path
 @pytest.fixture(scope="module")
 def ray_session(tmp_path_factory):
     ray = pytest.importorskip("ray", reason="the Ray tests need the ray extra: pip install -e '.[test,ray]'")
-    from bilstm_tagger.annotate.ray_engine import KILL_ONCE_ENV
+    from bilstm_tagger.annotate.ray_engine import KILL_AFTER_BATCHES_ENV, KILL_ONCE_ENV
 
     marker = tmp_path_factory.mktemp("ray") / "kill-once"
     marker.write_text("disarmed")
@@ -261,7 +261,7 @@ def ray_session(tmp_path_factory):
         include_dashboard=False,
         object_store_memory=200 * 1024 * 1024,
         log_to_driver=False,
-        runtime_env={"env_vars": {KILL_ONCE_ENV: str(marker), "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}},
+        runtime_env={"env_vars": {KILL_ONCE_ENV: str(marker), KILL_AFTER_BATCHES_ENV: "2", "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}},
     )
     yield marker
     ray.shutdown()
@@ -294,17 +294,50 @@ def test_ray_engine_equals_local(model_dir, parquet_input, ray_session, tmp_path
     assert {e["id"] for e in errors_of(tmp_path / "ray")} == {"bad-null", "bad-empty", "bad-token"}
 
 
-def test_ray_actor_killed_mid_run_is_retried_without_loss_or_duplicates(model_dir, parquet_input, ray_session, tmp_path):
+def test_ray_actor_killed_mid_run_is_retried_without_loss_or_duplicates(model_dir, ray_session, tmp_path):
+    """An actor dies (os._exit) after its 2nd batch is tagged and that batch's errors piece is written, before
+    returning it: Ray retries the batch on a new actor. Every input row comes out exactly once, good rows
+    with nlp's entities for that row alone, bad rows once in errors.jsonl."""
     marker = ray_session
-    marker.unlink()  # arm: the first actor to take a batch dies (os._exit) before tagging it
+    rows = [json.loads(line) for line in (SAMPLE / "test.jsonl").read_text(encoding="utf8").splitlines()]
+    ids, tokens, bad = [], [], {}
+    for i, row in enumerate(rows):  # a bad row every 4 rows, so each batch of 16 has bad rows to write
+        ids.append(row["id"])
+        tokens.append(row["tokens"])
+        if i % 4 == 1:
+            bad_id, value = f"bad-{i}", [None, [], ["a", ""]][i % 3]
+            ids.append(bad_id)
+            tokens.append(value)
+            bad[bad_id] = value
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": ids, "tokens": tokens}), path)
+
+    marker.unlink()  # arm the hook
+    out = tmp_path / "ray"
     args = ("--engine", "ray", "--concurrency", 2, "--num-cpus-per-actor", 0.5, "--batch-size", 16)
-    assert annotate(model_dir, parquet_input, tmp_path / "ray", *args) == 0
-    assert marker.exists() and marker.read_text().isdigit()  # an actor process did die
-    assert annotate(model_dir, parquet_input, tmp_path / "local") == 0
-    distributed = rows_of(tmp_path / "ray")
-    ids = [r["id"] for r in distributed]
-    assert len(ids) == len(set(ids)) == 150
-    assert _by_id(distributed) == close(_by_id(rows_of(tmp_path / "local")))
+    assert annotate(model_dir, path, out, *args) == 0
+    died = json.loads(marker.read_text())  # an actor did die, after doing this batch's work
+    assert died["batch"] == 2 and died["tagged"] > 0 and died["errors"] > 0
+    assert Path(died["errors_piece"]).parent == out / "_errors"
+    assert set(died["ids"]) <= set(ids) and len(died["ids"]) == died["tagged"] + died["errors"]
+
+    nlp = spacy.load(model_dir)
+    expected = {}
+    for row in rows:
+        doc = nlp(Doc(nlp.vocab, words=row["tokens"]))
+        expected[row["id"]] = (expected_entities(doc), [e._.confidence for e in doc.ents])
+    assert sum(len(ents) for ents, _ in expected.values()) > 50  # the model does find entities
+    got = rows_of(out)
+    got_ids = [r["id"] for r in got]
+    assert len(got_ids) == len(set(got_ids)) and set(got_ids) == set(expected)  # each good row once
+    for row in got:
+        ents, confidences = expected[row["id"]]
+        assert got_entities(row) == ents, row["id"]
+        assert [e["confidence"] for e in row["entities"]] == pytest.approx(confidences, abs=1e-5), row["id"]
+    errors = errors_of(out)
+    assert sorted(e["id"] for e in errors) == sorted(bad)  # each bad row once
+    retried = set(died["ids"])
+    assert sum(i in retried for i in got_ids) == died["tagged"] and sum(e["id"] in retried for e in errors) == died["errors"]
 
 
 @pytest.mark.parametrize(

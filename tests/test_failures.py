@@ -106,10 +106,11 @@ import torch
 torch.set_num_threads(1)  # no thread pool before fork()
 import spacy
 from bilstm_tagger import checkpoints
+from bilstm_tagger.util import atomic
 
 mode, source, old, work = sys.argv[1:]
 nlp = spacy.load(source)
-real_exchange = checkpoints._exchange if mode == "renameat2" else (lambda a, b: False)
+real_exchange = atomic._exchange if mode == "renameat2" else (lambda a, b: False)
 
 
 def save_and_die_after(k, log):
@@ -129,7 +130,7 @@ def save_and_die_after(k, log):
 
     for name in ("rename", "replace", "unlink", "rmdir"):
         setattr(os, name, step(name, getattr(os, name)))
-    checkpoints._exchange = step("exchange", real_exchange, only_if=bool)
+    atomic._exchange = step("exchange", real_exchange, only_if=bool)
     checkpoints.save_pipeline(nlp, Path(target))
 
 
@@ -155,7 +156,7 @@ for k in itertools.count(1):
 
 
 def _has_renameat2(tmp_path) -> bool:
-    from bilstm_tagger.checkpoints import _exchange
+    from bilstm_tagger.util.atomic import _exchange
 
     probe_a, probe_b = tmp_path / "probe_a", tmp_path / "probe_b"
     probe_a.mkdir(), probe_b.mkdir()
@@ -224,12 +225,12 @@ def test_a_kill_mid_save_leaves_a_whole_model(ner_nlp, tmp_path, mode):
 
 @pytest.mark.parametrize("exchange", [True, False])
 def test_saving_again_replaces_the_model_and_leaves_nothing_behind(ner_nlp, tmp_path, exchange, monkeypatch):
-    from bilstm_tagger import checkpoints
+    from bilstm_tagger.util import atomic
 
     if exchange and not _has_renameat2(tmp_path):
         pytest.skip("this system has no renameat2(RENAME_EXCHANGE)")
     if not exchange:
-        monkeypatch.setattr(checkpoints, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
     target = tmp_path / "out" / "model-best"
     target.parent.mkdir()
     other = spacy.load(REPO / "tests" / "data" / "legacy_0_1" / "ner_crf")

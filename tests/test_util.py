@@ -4,7 +4,7 @@ import os
 import pytest
 
 from bilstm_tagger.util import compat
-from bilstm_tagger.util.atomic import atomic_write
+from bilstm_tagger.util.atomic import atomic_write, write_json_atomic, write_jsonl_atomic
 
 
 def test_atomic_write_replaces_the_file_and_leaves_no_temp_file(tmp_path):
@@ -28,6 +28,23 @@ def test_atomic_write_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
         atomic_write(path, b"new")
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["cfg"]
+
+
+def test_jsonl_rows_that_fail_midway_keep_the_old_file_and_leave_no_temp_file(tmp_path):
+    path = tmp_path / "errors.jsonl"
+    write_jsonl_atomic(path, [{"id": "a"}])
+
+    def rows():
+        yield {"id": "b"}
+        raise RuntimeError("reader died")
+
+    with pytest.raises(RuntimeError, match="reader died"):
+        write_jsonl_atomic(path, rows())
+    assert path.read_text() == '{"id": "a"}\n'
+    assert os.listdir(tmp_path) == ["errors.jsonl"]
+    write_json_atomic(tmp_path / "settings.json", {"b": 1, "a": [2]})
+    assert (tmp_path / "settings.json").read_text() == '{\n  "a": [\n    2\n  ],\n  "b": 1\n}\n'
+    assert sorted(os.listdir(tmp_path)) == ["errors.jsonl", "settings.json"]
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""What both engines share: checking an input value, tagging a batch, the output row schema, atomic writes."""
+"""What both engines share: checking an input value, tagging a batch, the output row schema (atomic writes: util/atomic.py)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..errors import AnnotateError  # noqa: F401  (the annotate modules import it from here)
+from ..util.atomic import atomic_write
 
 # Set by tests only: kill this process (SIGKILL) just before the temp file of the N+1-th shard it
 # writes is renamed into place, i.e. after N shards are committed and halfway through the next.
@@ -190,46 +191,6 @@ def rows_table(rows: Iterable[dict], keep_text: bool) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=output_schema(keep_text))
 
 
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def tmp_name(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
-
-
-def commit(tmp: Path, final: Path) -> None:
-    """fsync tmp, rename it to final (atomic on POSIX), fsync the directory."""
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
-    fsync_dir(final.parent)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = tmp_name(path)
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf8")
-    commit(tmp, path)
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_name(path)
-    with open(tmp, "w", encoding="utf8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    commit(tmp, path)
-
-
 def peak_rss_kb() -> Optional[int]:
     """VmHWM of this process from /proc (Linux), in kB."""
     try:
@@ -279,9 +240,7 @@ class WorkerStats:
         self.data["peak_rss_kb"] = peak_rss_kb()
         path = Path(self.dir) / f"{self.data['engine']}-{os.getpid()}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tmp_name(path)
-        tmp.write_text(json.dumps(self.data), encoding="utf8")
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(self.data).encode("utf8"), durable=False)  # rewritten per batch: no fsync
 
 
 def load_pipeline(model: str, stats: Optional[WorkerStats] = None):

@@ -26,15 +26,12 @@ from .core import (
     KILL_HOOK_ENV,
     AnnotateError,
     WorkerStats,
-    commit,
     doc_row,
     load_pipeline,
     rows_table,
     tag,
-    tmp_name,
-    write_json_atomic,
-    write_jsonl_atomic,
 )
+from ..util.atomic import TMP_MARK, commit, tmp_name, write_json_atomic, write_jsonl_atomic
 
 SUFFIX = {"parquet": ".parquet", "jsonl": ".jsonl", "docbin": ".spacy"}
 SETTINGS_FILE = "_annotate.json"
@@ -139,7 +136,7 @@ def remove_temp_files(out: Path) -> None:
     for directory in (out, out / ERRORS_DIR):
         if directory.is_dir():
             for p in directory.iterdir():
-                if p.name.startswith(".") and ".tmp-" in p.name:
+                if p.name.startswith(".") and TMP_MARK in p.name:
                     p.unlink()
 
 

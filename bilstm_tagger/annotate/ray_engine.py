@@ -21,11 +21,15 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .core import STATS_DIR_ENV, AnnotateError, WorkerStats, check_value, doc_row, load_pipeline, output_schema, tag, write_json_atomic, write_jsonl_atomic
+from ..util.atomic import write_json_atomic, write_jsonl_atomic
+from .core import STATS_DIR_ENV, AnnotateError, WorkerStats, check_value, doc_row, load_pipeline, output_schema, tag
 from .local import ERRORS_DIR, SETTINGS_FILE
 
-# Test hook: the first actor to see this file missing creates it and dies (os._exit) mid-batch.
+# Test hook: the first actor to finish its N-th batch (N = KILL_AFTER_BATCHES_ENV, default 1) while the
+# file KILL_ONCE_ENV names is missing creates it and dies (os._exit) with that batch tagged and its errors
+# piece written, before returning it; the file records what the dead actor had done (JSON).
 KILL_ONCE_ENV = "BILSTM_TAGGER_ANNOTATE_TEST_KILL_ACTOR_ONCE"
+KILL_AFTER_BATCHES_ENV = "BILSTM_TAGGER_ANNOTATE_TEST_KILL_ACTOR_AFTER_BATCHES"
 
 
 class RayAnnotator:
@@ -43,6 +47,7 @@ class RayAnnotator:
         self.errors_dir = Path(out) / ERRORS_DIR
         self.txt_root = txt_root
         self.schema = output_schema(keep_text)
+        self.batches = 0
 
     def __call__(self, batch):
         import pyarrow as pa
@@ -55,27 +60,33 @@ class RayAnnotator:
             values = batch.column(self.column).to_pylist()
         started = time.perf_counter()
         items = [(row_id, check_value(value, self.kind)) for row_id, value in zip(ids, values)]
-        self._maybe_die()
         tagged, errors = tag(self.nlp, items, self.batch_size)
+        piece = None
         if errors:
             digest = hashlib.sha1("\n".join(map(str, ids)).encode("utf8")).hexdigest()[:20]
             self.errors_dir.mkdir(parents=True, exist_ok=True)
-            write_jsonl_atomic(self.errors_dir / f"ray-{digest}.jsonl", errors)
+            piece = self.errors_dir / f"ray-{digest}.jsonl"
+            write_jsonl_atomic(piece, errors)
         table = pa.Table.from_pylist([doc_row(i, d, self.keep_text) for i, d in tagged], schema=self.schema)
+        self.batches += 1
+        self._maybe_die(ids, len(tagged), len(errors), piece)
         self.stats.add(len(tagged), sum(len(doc) for _, doc in tagged), time.perf_counter() - started)
         return table
 
-    @staticmethod
-    def _maybe_die() -> None:
+    def _maybe_die(self, ids: list, n_tagged: int, n_errors: int, piece: Optional[Path]) -> None:
+        """The test hook (KILL_ONCE_ENV): the work for this batch is done, only the return is left."""
         marker = os.environ.get(KILL_ONCE_ENV)
-        if marker:
-            try:
-                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                return
-            os.write(fd, str(os.getpid()).encode())
-            os.close(fd)
-            os._exit(1)
+        if not marker or self.batches < int(os.environ.get(KILL_AFTER_BATCHES_ENV, "1")):
+            return
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        record = {"pid": os.getpid(), "batch": self.batches, "ids": ids, "tagged": n_tagged, "errors": n_errors, "errors_piece": None if piece is None else str(piece)}
+        os.write(fd, json.dumps(record).encode("utf8"))
+        os.fsync(fd)
+        os.close(fd)
+        os._exit(1)
 
 
 def _hf_parquet_files(path: str, split: str, name: Optional[str]) -> Optional[List[str]]:
@@ -166,7 +177,7 @@ def run_ray(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     started_ray = False
     if not ray.is_initialized():
-        env = {k: os.environ[k] for k in (STATS_DIR_ENV, KILL_ONCE_ENV, "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if k in os.environ}
+        env = {k: os.environ[k] for k in (STATS_DIR_ENV, KILL_ONCE_ENV, KILL_AFTER_BATCHES_ENV, "HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE") if k in os.environ}
         # A local instance gets one logical CPU beyond the actors' share: Ray Data's listing, read and
         # write tasks each ask for 1 CPU and would wait forever behind actors holding every CPU.
         wanted = args.concurrency * args.num_cpus_per_actor + 1
