@@ -14,7 +14,7 @@ from bilstm_tagger.checkpoints import save_pipeline
 from bilstm_tagger.errors import ModelLoadError
 
 from .conftest import REPO, SAMPLE
-from .test_reader import GOOD, write_dataset
+from .data.test_reader import GOOD, write_dataset
 
 WEIGHTS = "bilstm_tagger/model"
 

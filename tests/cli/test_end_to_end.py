@@ -14,7 +14,7 @@ from spacy.util import registry
 
 from bilstm_tagger.pipeline.scoring import tag_sequences
 
-from .conftest import REPO, SAMPLE, conll_path, read_examples
+from ..conftest import REPO, SAMPLE, conll_path, read_examples
 
 SMALL = [
     "--components.bilstm_tagger.model.hidden_size=64",
@@ -275,12 +275,12 @@ def test_every_config_initializes_and_trains_a_step(config_name, tmp_path):
     config = load_config(REPO / "configs" / config_name, interpolate=False)
     if config["components"].get("transformer", {}).get("factory") == "curated_transformer":
         pytest.importorskip("spacy_curated_transformers")
-        from .test_listener import tiny_overrides
-        from .test_transformer import write_tiny_bert
+        from ..ml.test_listener import tiny_overrides
+        from ..ml.test_transformer import write_tiny_bert
 
         overrides.update({k: v for k, v in tiny_overrides(write_tiny_bert(tmp_path / "bert")).items() if k != "paths.dataset"})
     elif "transformer" in config["paths"]:  # no hub here: a tiny random BERT written on disk stands in
-        from .test_transformer import write_tiny_bert
+        from ..ml.test_transformer import write_tiny_bert
 
         overrides["paths.transformer"] = str(write_tiny_bert(tmp_path / "bert"))
         overrides["components.bilstm_tagger.model.embed.*.transformer.layers"] = [-2, -1]  # it has 2 layers

@@ -21,7 +21,7 @@ from bilstm_tagger.errors import ConfigError
 from bilstm_tagger.ml.shim import get_module
 from bilstm_tagger.ml.transformer import plan_piece_windows, pool
 
-from .conftest import REPO, SAMPLE, TINY_EMBED, copy_examples
+from ..conftest import REPO, SAMPLE, TINY_EMBED, copy_examples
 
 transformers = pytest.importorskip("transformers")
 

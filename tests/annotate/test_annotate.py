@@ -19,7 +19,7 @@ from spacy.tokens import Doc
 from bilstm_tagger.annotate import add_parser, output_schema, run
 from bilstm_tagger.annotate.core import KILL_HOOK_ENV
 
-from .conftest import REPO, SAMPLE, TINY_MODEL, conll_path, read_examples, train_pipeline
+from ..conftest import REPO, SAMPLE, TINY_MODEL, conll_path, read_examples, train_pipeline
 
 
 def annotate(*argv) -> int:

@@ -15,7 +15,7 @@ from bilstm_tagger.data.paths import looks_local
 from bilstm_tagger.data.readers import create_hf_reader
 from bilstm_tagger.errors import DatasetError
 
-from .conftest import REPO
+from ..conftest import REPO
 
 TYPO = "corpora/sample_nre"  # corpora/sample_ner with two letters swapped
 SUGGESTION = "did you mean corpora/sample_ner?"

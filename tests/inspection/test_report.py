@@ -12,7 +12,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from .util import REPORT_EXTRA, DomIndex, assert_non_trivial, chromium, decode_png, needs_chromium, pil_image
+from ..util import REPORT_EXTRA, DomIndex, assert_non_trivial, chromium, decode_png, needs_chromium, pil_image
 
 pytest.importorskip("matplotlib", reason=REPORT_EXTRA)  # every test here draws or embeds the figures
 pytest.importorskip("PIL", reason=REPORT_EXTRA)

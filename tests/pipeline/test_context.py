@@ -15,8 +15,8 @@ from bilstm_tagger.pipeline.scoring import score_seqeval, tag_sequences
 from bilstm_tagger.data.readers import create_hf_reader
 from bilstm_tagger.data.schedules import count_words
 
-from .conftest import REPO, SAMPLE, TINY_MODEL, conll_path, read_examples
-from .test_reader import write_dataset
+from ..conftest import REPO, SAMPLE, TINY_MODEL, conll_path, read_examples
+from ..data.test_reader import write_dataset
 
 
 def _rows(n):

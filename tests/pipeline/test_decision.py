@@ -16,7 +16,7 @@ from bilstm_tagger.pipeline.decision import bias_vector
 from bilstm_tagger.pipeline.scoring import score_seqeval
 from bilstm_tagger.tags import spans_from_tags
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 TEXTS = [
     "Mara Lindqvist said on Tuesday that Northwind Bank would cut 200 jobs in Lisbon .",

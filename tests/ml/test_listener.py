@@ -24,7 +24,7 @@ from thinc.api import Adam
 
 from bilstm_tagger.errors import ConfigError
 
-from .conftest import REPO, SAMPLE, read_examples
+from ..conftest import REPO, SAMPLE, read_examples
 from .test_transformer import transformers, write_tiny_bert
 
 CONFIG = REPO / "configs" / "ner_curated_listener.cfg"

@@ -17,8 +17,8 @@ from bilstm_tagger.inspection.inspect import token_vectors
 from bilstm_tagger.ml import encoder_parts
 from bilstm_tagger.tags import spans_from_tags, tag_names, transition_constraints
 
-from .conftest import SAMPLE, TINY_MODEL, read_examples, tiny_model, train_pipeline
-from .util import DomIndex, assert_non_trivial, chromium, decode_png, needs_chromium, needs_report
+from ..conftest import SAMPLE, TINY_MODEL, read_examples, tiny_model, train_pipeline
+from ..util import DomIndex, assert_non_trivial, chromium, decode_png, needs_chromium, needs_report
 
 TEXTS = [
     "Mara Lindqvist said on Tuesday that Northwind Bank would cut 200 jobs in Lisbon .",

@@ -8,7 +8,7 @@ from spacy.training import Example
 from bilstm_tagger.ml import emission_scores
 from bilstm_tagger.ml.windows import plan_chunks, plan_windows, window_starts
 
-from .conftest import TINY_MODEL, read_examples, tiny_model, train_pipeline
+from ..conftest import TINY_MODEL, read_examples, tiny_model, train_pipeline
 
 TEXTS = [
     "Mara Lindqvist said on Tuesday that Northwind Bank would cut 200 jobs in Lisbon .",
@@ -219,7 +219,7 @@ def test_each_factory_ranks_checkpoints_by_its_own_scores():
 
 
 def test_tag_factory_scores_accuracy():
-    from .conftest import conll_path
+    from ..conftest import conll_path
 
     nlp = spacy.blank("en")
     examples = read_examples(nlp, conll_path(), "train", limit=200, tags_column="pos_tags", target="tag")

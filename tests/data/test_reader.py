@@ -9,7 +9,7 @@ import spacy
 from bilstm_tagger.errors import DatasetError
 from bilstm_tagger.data.readers import create_hf_reader
 
-from .conftest import SAMPLE, conll_path
+from ..conftest import SAMPLE, conll_path
 
 
 def write_dataset(root, splits):

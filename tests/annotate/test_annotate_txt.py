@@ -12,7 +12,7 @@ import spacy
 
 from bilstm_tagger.annotate import add_parser, run
 
-from .conftest import SAMPLE
+from ..conftest import SAMPLE
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from bilstm_tagger.data.vectors import build_vectors_pipeline
 from bilstm_tagger.errors import ModelLoadError
 from bilstm_tagger.ml.embed import resolve_vectors_attr, table_is_lowercased
 
-from .conftest import read_examples, SAMPLE, tiny_model, train_pipeline
+from ..conftest import read_examples, SAMPLE, tiny_model, train_pipeline
 
 WORDS = ["lisbon", "oslo", "mara", "bank", "the", "in", "visited", "."]
 

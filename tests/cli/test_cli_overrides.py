@@ -10,7 +10,7 @@ from spacy.util import load_config
 from bilstm_tagger.cli import main
 from bilstm_tagger.cli.train import unknown_override
 
-from .conftest import REPO, SAMPLE
+from ..conftest import REPO, SAMPLE
 
 CONFIGS = sorted((REPO / "configs").glob("*.cfg"))
 

@@ -1,0 +1,1 @@
+"""Tests of bilstm_tagger.cli."""
