@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 ANNOTATE = (
     "import argparse, sys\n"
-    "from bilstm_tagger.annotate import add_parser, run\n"
+    "from bilstm_tagger.cli.annotate import add_parser, run\n"
     "p = argparse.ArgumentParser(); add_parser(p.add_subparsers(dest='c'))\n"
     "sys.exit(run(p.parse_args(['annotate'] + sys.argv[1:])))\n"
 )

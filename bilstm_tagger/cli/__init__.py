@@ -10,9 +10,8 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from ..annotate import add_parser as _add_annotate
 from ..errors import BilstmTaggerError
-from . import calibrate, convert, evaluate, explain, train, vectors
+from . import annotate, calibrate, convert, evaluate, explain, train, vectors
 from ._util import _Parser
 
 # What a user can fix (the package's own errors, files, spaCy's config checks): one `error:` line.
@@ -20,7 +19,7 @@ from ._util import _Parser
 _FAILURES: tuple = (BilstmTaggerError, OSError)
 
 # Each adds its subcommand (in this order in --help); the parsed arguments go to the `func` it sets.
-_COMMANDS = (train.add_parser, evaluate.add_parser, convert.add_parser, vectors.add_parser, _add_annotate,
+_COMMANDS = (train.add_parser, evaluate.add_parser, convert.add_parser, vectors.add_parser, annotate.add_parser,
              explain.add_parser, calibrate.add_parser)
 
 

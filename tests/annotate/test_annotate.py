@@ -16,7 +16,8 @@ import pytest
 import spacy
 from spacy.tokens import Doc
 
-from bilstm_tagger.annotate import add_parser, output_schema, run
+from bilstm_tagger.annotate import output_schema
+from bilstm_tagger.cli.annotate import add_parser, run
 from bilstm_tagger.annotate.core import KILL_HOOK_ENV
 
 from ..conftest import REPO, SAMPLE, TINY_MODEL, conll_path, read_examples, train_pipeline
@@ -216,7 +217,7 @@ def test_rerun_with_other_settings_is_refused(model_dir, jsonl_input, tmp_path, 
 def _cli(model_dir, input_path, out, env_extra=None):
     script = (
         "import argparse, sys\n"
-        "from bilstm_tagger.annotate import add_parser, run\n"
+        "from bilstm_tagger.cli.annotate import add_parser, run\n"
         "p = argparse.ArgumentParser(); add_parser(p.add_subparsers(dest='c'))\n"
         "sys.exit(run(p.parse_args(['annotate'] + sys.argv[1:])))\n"
     )

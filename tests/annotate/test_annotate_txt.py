@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import spacy
 
-from bilstm_tagger.annotate import add_parser, run
+from bilstm_tagger.cli.annotate import add_parser, run
 
 from ..conftest import SAMPLE
 

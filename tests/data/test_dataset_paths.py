@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bilstm_tagger.annotate import add_parser, run as run_annotate
+from bilstm_tagger.cli.annotate import add_parser, run as run_annotate
 from bilstm_tagger.cli import main
 from bilstm_tagger.data.paths import looks_local
 from bilstm_tagger.data.readers import create_hf_reader
