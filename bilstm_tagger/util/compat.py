@@ -15,6 +15,8 @@ import numpy as np
 from spacy.tokens import Doc
 
 CURATED_FIXED_LINE = "0."  # the spacy-curated-transformers versions the loss fix is for
+# What each fix replaced, by "Class.attribute", so tests (and a debugging user) can reach the original.
+REPLACED: Dict[str, Any] = {}
 
 
 def _numpy_refuses_1d_float() -> bool:
@@ -37,6 +39,7 @@ def fix_curated_loss() -> bool:
         return True
     if not version("spacy-curated-transformers").startswith(CURATED_FIXED_LINE) or not _numpy_refuses_1d_float():
         return False
+    REPLACED["CuratedTransformer._create_backprops"] = CuratedTransformer._create_backprops
     CuratedTransformer._create_backprops = _create_backprops
     return True
 
