@@ -58,6 +58,14 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+DATASET_OPTIONS = ("name", "revision", "tokens_column", "tags_column", "limit", "group_sentences")
+
+
+def dataset_options(args: argparse.Namespace) -> dict:
+    """The options `add_dataset_args` added (besides the dataset itself), as keyword arguments."""
+    return {key: getattr(args, key) for key in DATASET_OPTIONS}
+
+
 def progress(iterable, total: int, desc: str):
     """A progress bar on a terminal; nothing in logs and pipes."""
     from tqdm import tqdm

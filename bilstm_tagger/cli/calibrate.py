@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._util import SPLIT_HELP, add_dataset_args
+from ._util import SPLIT_HELP, add_dataset_args, dataset_options
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -42,10 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from ..inspection.calibrate import calibrate  # torch
 
     calibrate(
-        args.model, args.dataset, split=args.split, test_split=args.test_split, limit=args.limit,
-        test_limit=args.test_limit, name=args.name, revision=args.revision, tokens_column=args.tokens_column,
-        tags_column=args.tags_column, group_sentences=args.group_sentences, output=args.output, json_path=args.json,
-        bins=args.bins, batch_size=args.batch_size, fit_decision=args.fit_decision, per_label=args.per_label,
-        alpha=args.alpha,
+        args.model, args.dataset, split=args.split, test_split=args.test_split, test_limit=args.test_limit,
+        **dataset_options(args), output=args.output, json_path=args.json, bins=args.bins, batch_size=args.batch_size,
+        fit_decision=args.fit_decision, per_label=args.per_label, alpha=args.alpha,
     )
     return 0

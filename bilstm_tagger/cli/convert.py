@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ._util import add_dataset_args, progress
+from ._util import add_dataset_args, dataset_options, progress
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -24,11 +24,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    return convert(
-        args.dataset, args.out_dir, args.splits, name=args.name, revision=args.revision, tokens_column=args.tokens_column,
-        tags_column=args.tags_column, limit=args.limit, group_sentences=args.group_sentences, target=args.target,
-        spans_key=args.spans_key, lang=args.lang,
-    )
+    return convert(args.dataset, args.out_dir, args.splits, **dataset_options(args), target=args.target,
+                   spans_key=args.spans_key, lang=args.lang)
 
 
 def convert(

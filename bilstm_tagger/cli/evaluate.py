@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ._util import SPLIT_HELP, add_dataset_args, progress
+from ._util import SPLIT_HELP, add_dataset_args, dataset_options, progress
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,11 +27,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    return evaluate(
-        args.model, args.dataset, args.split, name=args.name, revision=args.revision, tokens_column=args.tokens_column,
-        tags_column=args.tags_column, limit=args.limit, group_sentences=args.group_sentences, batch_size=args.batch_size,
-        mode=args.mode, scheme=args.scheme, output=args.output,
-    )
+    return evaluate(args.model, args.dataset, args.split, **dataset_options(args), batch_size=args.batch_size,
+                    mode=args.mode, scheme=args.scheme, output=args.output)
 
 
 def evaluate(
