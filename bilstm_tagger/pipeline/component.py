@@ -32,8 +32,8 @@ from thinc.api import Config, Model, Optimizer
 from ..errors import ConfigError, DatasetError, LabelError, ModelLoadError, WeightsError
 from ..ml import TaggerLoss, check_vectors, crf_scores, decode, is_initialized, load_tagger_bytes, set_transition_constraints
 from ..util.atomic import atomic_write
-from .confidence import (ScoreContext, get_records, make_record, record_confidences, record_raw_scores, register_extensions,
-                         store_record, write_alternatives)
+from .confidence import (ScoreContext, get_records, make_record, record_confidences, record_raw_scores, record_spans,
+                         register_extensions, store_record, write_alternatives)
 from .decision import Thresholds, bias_vector, check_bias, check_thresholds, threshold_for
 from .tasks import TASKS, SpanTask, Task, get_task
 from .threads import ThreadTuner, make_tuner
@@ -229,6 +229,7 @@ class BiLSTMTagger(TrainablePipe):
         self.model.set_dim("nO", len(self.tags), force=True)
         self.model.initialize(X=doc_sample)
         self._set_constraints()
+        self.cfg["min_confidence"] = check_thresholds(self.cfg["min_confidence"], self.labels)
 
     def _set_constraints(self) -> None:
         constraints = self.task.constraints(self.tags)
@@ -311,7 +312,16 @@ class BiLSTMTagger(TrainablePipe):
         """
         if thresholds is not None and not isinstance(self.task, SpanTask):
             raise ConfigError("bilstm_tagger: min_confidence needs a span task (ents or spans)")
-        self.cfg["min_confidence"] = check_thresholds(thresholds)
+        self.cfg["min_confidence"] = check_thresholds(thresholds, self.labels)
+
+    def set_decision_bias(self, bias) -> None:
+        """Set the decision bias by hand (`calibrate` fits it): None, a number, or {label: number}.
+
+        bias (None, float or Dict[str, float]): added to every non-O emission score of those labels.
+        """
+        if bias is not None and not isinstance(self.task, SpanTask):
+            raise ConfigError("bilstm_tagger: decision_bias needs a span task (ents or spans)")
+        self.cfg["decision_bias"] = check_bias(bias, self.labels)
 
     # ---- introspection ------------------------------------------------------
     def inspect(self, docs: Iterable[Doc]) -> list:
@@ -405,10 +415,11 @@ class BiLSTMTagger(TrainablePipe):
         self.cfg["decision_bias"] = fit_decision(fitter, self.cfg.get("decision_bias"), per_label=False).bias
         predictions = self.decide(raw)
         docs = []
-        for eg in examples:
+        for eg, record in zip(examples, records):
             doc = eg.predicted.copy()
-            if self.task.name == "ents":
-                doc.ents = []  # ours are re-set below
+            if self.task.name == "ents" and record is not None:
+                ours = set(record_spans(record))  # re-set below; entities set before this pipe stay
+                doc.ents = [e for e in doc.ents if (e.start, e.end, e.label_) not in ours]
             docs.append(doc)
         self.set_annotations(docs, predictions)
         return [Example(doc, eg.reference) for doc, eg in zip(docs, examples)]
@@ -456,6 +467,7 @@ class BiLSTMTagger(TrainablePipe):
         self._tag_index = None
         try:  # pipelines saved before 0.3 have no decision bias
             self.cfg["decision_bias"] = check_bias(self.cfg.get("decision_bias"), self.labels)
+            self.cfg["min_confidence"] = check_thresholds(self.cfg.get("min_confidence"), self.labels)
         except ConfigError as err:
             raise ModelLoadError(f"{source}: {err}") from None
 

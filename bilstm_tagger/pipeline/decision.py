@@ -71,8 +71,9 @@ def describe_bias(bias: Bias) -> str:
     return f"{bias:+.2f} on every label"
 
 
-def check_thresholds(value: Thresholds) -> Thresholds:
-    """min_confidence as given: None, a probability, or {label: probability}."""
+def check_thresholds(value: Thresholds, labels: Optional[Sequence[str]] = None) -> Thresholds:
+    """min_confidence as given: None, a probability, or {label: probability}; with `labels` (the
+    model's, once known), a table naming a label the model does not predict is refused."""
     def check(x, where: str) -> float:
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not 0.0 <= x <= 1.0:
             raise ConfigError(f"bilstm_tagger: {where} must be a probability in [0, 1], not {x!r}")
@@ -81,6 +82,10 @@ def check_thresholds(value: Thresholds) -> Thresholds:
     if value is None:
         return None
     if isinstance(value, Mapping):
+        unknown = sorted(set(map(str, value)) - set(labels)) if labels else []
+        if unknown:
+            raise ConfigError(f"bilstm_tagger: min_confidence names label(s) the model does not predict: {', '.join(unknown)} "
+                              f"(it predicts: {', '.join(labels)})")
         return {str(label): check(x, f"min_confidence[{label!r}]") for label, x in value.items()} or None
     return check(value, "min_confidence")
 
