@@ -6,6 +6,7 @@ arguments (it returns the summary that --json writes).
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ._util import SPLIT_HELP, add_dataset_args, dataset_options
 
@@ -39,6 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not 0.0 < args.alpha < 1.0 or args.bins < 1 or args.test_limit < 0:
+        print("error: --alpha must lie in (0, 1), --bins be >= 1 and --test-limit >= 0", file=sys.stderr)
+        return 2
     from ..inspection.calibrate import calibrate  # torch
 
     calibrate(

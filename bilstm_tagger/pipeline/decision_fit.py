@@ -169,7 +169,7 @@ def fit_decision(fitter: DecisionFitter, old: Bias = None, alpha: float = 0.05, 
     then per-label biases if they beat that scalar the same way; else `old`, unchanged."""
     old = check_bias(old, fitter.labels)
     if fitter.n_docs < 4:
-        raise DatasetError(f"fitting a decision needs at least 4 docs with gold entities, got {fitter.n_docs}")
+        raise DatasetError(f"fitting a decision needs at least 4 docs, got {fitter.n_docs}")
     before = fitter.score(old)
     scalar = fitter.fit_scalar()
     scalar_test = fitter.significance(lambda d: fitter.fit_scalar(d), lambda d: old, repeats)
