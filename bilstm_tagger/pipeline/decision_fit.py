@@ -175,8 +175,7 @@ def fit_decision(fitter: DecisionFitter, old: Bias = None, alpha: float = 0.05, 
     scalar_test = fitter.significance(lambda d: fitter.fit_scalar(d), lambda d: old, repeats)
     result = DecisionFit(old, old, "kept", before, before, scalar, scalar_test)
     if not (scalar_test.mean > 0 and scalar_test.p_value < alpha):
-        result.notes.append(f"a scalar bias ({scalar:+.2f} on this split) did not beat the current decision on held-out "
-                            f"halves (mean gain {100 * scalar_test.mean:+.2f} F1, p = {scalar_test.p_value:.3f} >= {alpha}): kept it")
+        result.notes.append(f"that gain is not significant (p >= {alpha}): kept the current decision")
         return result
     result.bias, result.kind = check_bias(scalar, fitter.labels), "scalar"
     if per_label and len(fitter.labels) > 1:
@@ -186,8 +185,7 @@ def fit_decision(fitter: DecisionFitter, old: Bias = None, alpha: float = 0.05, 
         if result.label_test.mean > 0 and result.label_test.p_value < alpha:
             result.bias, result.kind = check_bias(result.label_bias, fitter.labels), "per-label"
         else:
-            result.notes.append(f"per-label biases did not beat one scalar on held-out halves (mean gain "
-                                f"{100 * result.label_test.mean:+.2f} F1, p = {result.label_test.p_value:.3f}): one scalar")
+            result.notes.append(f"per-label biases are not significantly better than one scalar (p >= {alpha}): kept one scalar")
     result.after = fitter.score(result.bias)
     return result
 
