@@ -141,18 +141,8 @@ def _report(label: str, before: Calibration, after: Calibration) -> None:
 
 
 def split_fitter(tagged: TaggedSplit, pipe) -> DecisionFitter:
-    """A decision fitter over the split's raw scores (tagged with no bias) and its gold spans."""
-    from ..ml import decode
-    from ..pipeline.scoring import gold_rows, gold_spans
-
-    scores = []
-    for doc in tagged.docs:
-        record = get_records(doc).get(tagged.name)
-        scores.append(record_raw_scores(record) if record is not None else np.zeros((0, len(pipe.tags)), dtype=np.float32))
-    gold = [gold_spans(eg, pipe.task.spans) for eg in tagged.examples]
-    rows = [gold_rows(eg) for eg in tagged.examples]
-    decoder = pipe.model.get_ref("decoder")
-    return DecisionFitter(scores, gold, rows, pipe.tags, pipe.labels, lambda s: decode(decoder, s))
+    """A decision fitter over the split's filed scores (without their bias) and its gold spans."""
+    return pipe.decision_fitter([get_records(doc).get(tagged.name) for doc in tagged.docs], tagged.examples)
 
 
 def redecide(tagged: TaggedSplit, pipe) -> None:

@@ -136,8 +136,8 @@ class BiLSTMTagger(TrainablePipe):
         if alternatives_k < 2 or not 0.0 <= alternatives_threshold <= 1.0:
             raise ConfigError("bilstm_tagger: alternatives_k must be >= 2 and alternatives_threshold in [0, 1]")
         min_confidence = check_thresholds(min_confidence)
-        if min_confidence is not None and not isinstance(self.task, SpanTask):
-            raise ConfigError("bilstm_tagger: min_confidence needs a span task (ents or spans)")
+        if min_confidence is not None:
+            _require_span_task(self.task, "min_confidence")
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -269,11 +269,14 @@ class BiLSTMTagger(TrainablePipe):
 
     def decide(self, scores: List[np.ndarray]) -> Predictions:
         """Decode emission scores under the component's decision bias (the bias is added first)."""
-        bias = bias_vector(self.tags, self.cfg.get("decision_bias")) if isinstance(self.task, SpanTask) else None
+        bias = self._bias()
         if bias is not None:
             scores = [s + bias for s in scores]
-        ids = decode(self.model.get_ref("decoder"), scores)
-        return Predictions([np.asarray(self.model.ops.to_numpy(i), dtype=np.int64) for i in ids], scores)
+        return Predictions(decode(self.model.get_ref("decoder"), scores), scores)  # decode gives int64 numpy ids
+
+    def _bias(self) -> Optional[np.ndarray]:
+        """The decision bias per tag; None without one (tag and pos tasks never have one)."""
+        return bias_vector(self.tags, self.cfg.get("decision_bias")) if isinstance(self.task, SpanTask) else None
 
     def set_annotations(self, docs: Iterable[Doc], predictions: Predictions) -> None:
         """Write the predicted tags to the docs, as the task says (doc.ents, doc.spans, token.tag_, token.pos_).
@@ -302,16 +305,16 @@ class BiLSTMTagger(TrainablePipe):
 
     def _score_context(self) -> ScoreContext:
         temperature = self.cfg.get("temperature") or 1.0
-        bias = bias_vector(self.tags, self.cfg.get("decision_bias"))
-        return ScoreContext(tuple(self.tags), self.task.scheme, crf_scores(self.model.get_ref("decoder")), float(temperature), bias)
+        return ScoreContext(tuple(self.tags), self.task.scheme, crf_scores(self.model.get_ref("decoder")), float(temperature),
+                            self._bias())
 
     def set_min_confidence(self, thresholds: Thresholds) -> None:
         """Change `min_confidence` on a loaded pipe: None, a probability, or {label: probability}.
 
         thresholds (None, float or Dict[str, float]): drop predicted spans less probable than this.
         """
-        if thresholds is not None and not isinstance(self.task, SpanTask):
-            raise ConfigError("bilstm_tagger: min_confidence needs a span task (ents or spans)")
+        if thresholds is not None:
+            _require_span_task(self.task, "min_confidence")
         self.cfg["min_confidence"] = check_thresholds(thresholds, self.labels)
 
     def set_decision_bias(self, bias) -> None:
@@ -319,9 +322,21 @@ class BiLSTMTagger(TrainablePipe):
 
         bias (None, float or Dict[str, float]): added to every non-O emission score of those labels.
         """
-        if bias is not None and not isinstance(self.task, SpanTask):
-            raise ConfigError("bilstm_tagger: decision_bias needs a span task (ents or spans)")
+        if bias is not None:
+            _require_span_task(self.task, "decision_bias")
         self.cfg["decision_bias"] = check_bias(bias, self.labels)
+
+    def decision_fitter(self, records: Sequence[Optional[dict]], examples: Sequence[Example]):
+        """A `DecisionFitter` over the scores this pipe filed for the examples' docs (`records`, one per
+        example, None for an empty doc; the bias they were tagged with is taken out) and their gold."""
+        from .decision_fit import DecisionFitter
+        from .scoring import gold_rows, gold_spans
+
+        empty = np.zeros((0, len(self.tags)), dtype=np.float32)
+        raw = [record_raw_scores(r) if r is not None else empty for r in records]
+        decoder = self.model.get_ref("decoder")
+        return DecisionFitter(raw, [gold_spans(eg, self.task.spans) for eg in examples], [gold_rows(eg) for eg in examples],
+                              self.tags, self.labels, lambda scores: decode(decoder, scores))
 
     # ---- introspection ------------------------------------------------------
     def inspect(self, docs: Iterable[Doc]) -> list:
@@ -402,18 +417,14 @@ class BiLSTMTagger(TrainablePipe):
     def _refit_decision(self, examples: List[Example]) -> List[Example]:
         """Refit the decision bias on evaluation examples this pipe tagged (during training) and
         return them re-annotated under it; examples it did not tag are left as they are."""
-        from .decision_fit import DecisionFitter, fit_decision
-        from .scoring import gold_rows, gold_spans
+        from .decision_fit import fit_decision
 
         records = [get_records(eg.predicted).get(self.name) for eg in examples]
         if any(r is None for eg, r in zip(examples, records) if len(eg.predicted)) or len(examples) < 4:
             return examples
-        raw = [record_raw_scores(r) if r is not None else np.zeros((0, len(self.tags)), dtype=np.float32) for r in records]
-        decoder = self.model.get_ref("decoder")
-        fitter = DecisionFitter(raw, [gold_spans(eg, self.task.spans) for eg in examples], [gold_rows(eg) for eg in examples],
-                                self.tags, self.labels, lambda s: decode(decoder, s))
+        fitter = self.decision_fitter(records, examples)
         self.cfg["decision_bias"] = fit_decision(fitter, self.cfg.get("decision_bias"), per_label=False).bias
-        predictions = self.decide(raw)
+        predictions = self.decide(fitter.scores)
         docs = []
         for eg, record in zip(examples, records):
             doc = eg.predicted.copy()
@@ -495,6 +506,11 @@ class BiLSTMTagger(TrainablePipe):
                 raise ModelLoadError(f"{path / name}: file is missing from the saved bilstm_tagger component")
         from_disk(path, deserialize, exclude)
         return self
+
+
+def _require_span_task(task: Task, setting: str) -> None:
+    if not isinstance(task, SpanTask):
+        raise ConfigError(f"bilstm_tagger: {setting} needs a span task (ents or spans)")
 
 
 def _drop_unsure(tags: List[str], record: dict, thresholds: Thresholds) -> List[str]:
