@@ -43,12 +43,9 @@ class TokenArrays:
     """Integer features for a run of tokens, one row per token."""
 
     hash_rows: np.ndarray  # (n_tokens, n_attrs, 4) int64 rows into each attribute's table
-    chars: np.ndarray  # (n_tokens, max_chars) uint8, natural order, 255-padded
+    chars: np.ndarray  # (n_distinct, max_chars) uint8 bytes of each distinct word, natural order, 255-padded
+    char_index: np.ndarray  # (n_tokens,) int64 row of `chars` for each token
     vector_rows: Optional[np.ndarray]  # (n_tokens,) int64, -1 where the vocab has no vector
-
-    def take(self, index: np.ndarray) -> "TokenArrays":
-        rows = None if self.vector_rows is None else self.vector_rows[index]
-        return TokenArrays(self.hash_rows[index], self.chars[index], rows)
 
 
 class _CharRows:
@@ -71,7 +68,8 @@ class _CharRows:
         row[: len(data)] = np.frombuffer(data, dtype=np.uint8)
         return row
 
-    def __call__(self, orths: np.ndarray, strings, width: int) -> np.ndarray:
+    def __call__(self, orths: np.ndarray, strings, width: int) -> Tuple[np.ndarray, np.ndarray]:
+        """The bytes of each distinct word, (n_distinct, width), and each token's row in them."""
         unique, inverse = np.unique(orths, return_inverse=True)
         if len(self.rows) + len(unique) > self.max_entries:
             self.rows.clear()  # bounded memory over millions of documents
@@ -81,7 +79,7 @@ class _CharRows:
             if row is None:
                 row = self.rows[(key, width)] = self._encode(strings[key], width)
             table[i] = row
-        return table[inverse.reshape(-1)]
+        return table, inverse.reshape(-1).astype(np.int64)
 
 
 char_rows = _CharRows()
@@ -98,23 +96,23 @@ def featurize(
     docs = [doc for doc in docs if len(doc)]
     if not docs:
         empty_vec = None if vectors_attr is None else np.zeros((0,), dtype=np.int64)
-        return TokenArrays(np.zeros((0, len(attrs), 4), np.int64), np.zeros((0, max_chars), np.uint8), empty_vec)
+        return TokenArrays(np.zeros((0, len(attrs), 4), np.int64), np.zeros((0, max_chars), np.uint8), np.zeros(0, np.int64), empty_vec)
     n_tokens = sum(len(doc) for doc in docs)
     hashed = np.zeros((n_tokens, len(attrs), 4), dtype=np.int64)
     if attrs:
         keys = np.concatenate([doc.to_array(list(attrs)).reshape(len(doc), len(attrs)) for doc in docs]).astype(np.uint64)
         for i, n_rows in enumerate(rows):
             hashed[:, i] = _OPS.hash(np.ascontiguousarray(keys[:, i]), i).astype(np.int64) % n_rows
-    chars = np.zeros((n_tokens, 0), np.uint8)
+    chars, char_index = np.zeros((1, 0), np.uint8), np.zeros(n_tokens, np.int64)
     if max_chars:
         orths = np.concatenate([doc.to_array(ORTH) for doc in docs]).astype(np.uint64)
-        chars = char_rows(orths, docs[0].vocab.strings, max_chars)
+        chars, char_index = char_rows(orths, docs[0].vocab.strings, max_chars)
     vector_rows = None
     if vectors_attr is not None:
         vectors = docs[0].vocab.vectors
         ids = np.concatenate([doc.to_array(vectors_attr) for doc in docs]).astype(np.uint64)
         vector_rows = np.asarray(vectors.find(keys=ids), dtype=np.int64)
-    return TokenArrays(hashed, chars, vector_rows)
+    return TokenArrays(hashed, chars, char_index, vector_rows)
 
 
 class CharCNN(nn.Module):
@@ -125,10 +123,14 @@ class CharCNN(nn.Module):
         self.embed = nn.Embedding(N_CHAR_ROWS, embed, padding_idx=_CHAR_PAD)
         self.conv = nn.Conv1d(embed, width, kernel, padding=kernel // 2)
 
-    def forward(self, chars: torch.Tensor) -> torch.Tensor:
+    def forward(self, chars: torch.Tensor, index: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Features of each token: `chars` holds the distinct words' bytes and `index` each token's
+        row in it (featurize dedups by ORTH, which is cheaper than torch.unique over byte rows);
+        without `index`, `chars` has one row per token and is deduplicated here."""
         # Text repeats words a lot: convolve each distinct spelling once, then copy rows back.
-        distinct, inverse = torch.unique(chars, dim=0, return_inverse=True)
-        return self._encode(distinct)[inverse]
+        if index is None:
+            chars, index = torch.unique(chars, dim=0, return_inverse=True)
+        return self._encode(chars)[index]
 
     def _encode(self, chars: torch.Tensor) -> torch.Tensor:
         x = self.embed(chars.long()).transpose(1, 2)  # (n, embed, max_chars)
@@ -168,7 +170,7 @@ class HashCharEmbedder(nn.Module):
 
     def forward(
         self, hash_rows: torch.Tensor, chars: torch.Tensor, vector_rows: Optional[torch.Tensor], vectors: Optional[torch.Tensor],
-        word_dropout: float, vectors_dropout: float = 0.0,
+        word_dropout: float, vectors_dropout: float = 0.0, char_index: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         parts = [table(hash_rows[:, i]) for i, table in enumerate(self.tables)]
         if word_dropout > 0 and self.tables:
@@ -176,7 +178,7 @@ class HashCharEmbedder(nn.Module):
             keep = torch.rand(parts[0].shape[0], 1, device=parts[0].device) >= word_dropout
             parts[0] = parts[0] * keep
         if self.chars is not None:
-            parts.append(self.chars(chars))
+            parts.append(self.chars(chars, char_index))
         if self.vectors_width:
             parts.append(self.static_vectors(vector_rows, vectors, vectors_dropout))
         return torch.cat(parts, dim=1)
@@ -297,7 +299,8 @@ def _inputs(model: Model, module: nn.Module, docs: Sequence[Doc], device: torch.
     if vectors_attr is not None:
         vector_rows = xp2torch(arrays.vector_rows, device=device)
         vectors = vectors_tensor(module, docs[0].vocab.vectors.data, device)
-    return xp2torch(arrays.hash_rows, device=device), xp2torch(arrays.chars, device=device), vector_rows, vectors
+    hash_rows, chars = xp2torch(arrays.hash_rows, device=device), xp2torch(arrays.chars, device=device)
+    return hash_rows, chars, vector_rows, vectors, xp2torch(arrays.char_index, device=device)
 
 
 def embed_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
@@ -309,7 +312,12 @@ def embed_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[F
     device = module_device(module)
     word_dropout = model.attrs["word_dropout"] if is_train else 0.0
     vectors_dropout = model.attrs.get("vectors_dropout", 0.0) if is_train else 0.0
-    flat = run(model, is_train, lambda: module(*_inputs(model, module, docs, device), word_dropout, vectors_dropout))
+
+    def forward() -> torch.Tensor:
+        hash_rows, chars, vector_rows, vectors, char_index = _inputs(model, module, docs, device)
+        return module(hash_rows, chars, vector_rows, vectors, word_dropout, vectors_dropout, char_index)
+
+    flat = run(model, is_train, forward)
     return embedder_output(model, flat, lengths)
 
 
