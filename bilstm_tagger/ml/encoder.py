@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from ..errors import ConfigError
+from .precision import inference_module
 from .shim import get_module, make_shim, module_device, run, set_module, torch_module
 from .windows import plan_chunks, plan_windows
 
@@ -181,7 +182,8 @@ def encoder_forward(model: Model, X: List[Floats2d], is_train: bool) -> Tuple[Li
     n_tags = model.get_dim("nO")
     if not sum(lengths):
         return [model.ops.alloc2f(0, n_tags) for _ in X], lambda dY: [model.ops.alloc2f(*x.shape) for x in X]
-    module = get_module(model)
+    # Inference may run an int8 copy of the module (the layer's precision); training the module itself.
+    module = get_module(model) if is_train else inference_module(model, get_module(model))
     device = module_device(module)
     windows = plan_windows(lengths, model.attrs["window"])
     offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -202,7 +204,7 @@ def encoder_forward(model: Model, X: List[Floats2d], is_train: bool) -> Tuple[Li
         for chunk_ids in plan_chunks(windows.segments, model.attrs["max_batch_tokens"]):
             chunk = [windows.segments[i] for i in chunk_ids]
             rows = np.concatenate([np.arange(seg_starts[i], seg_starts[i + 1]) for i in chunk_ids])
-            out[torch.from_numpy(rows).to(device)] = module(x, index(chunk), _lengths(chunk), 0.0)
+            out[torch.from_numpy(rows).to(device)] = module(x, index(chunk), _lengths(chunk), 0.0).to(out.dtype)
         return out
 
     def stitched() -> torch.Tensor:

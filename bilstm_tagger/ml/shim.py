@@ -18,6 +18,7 @@ from thinc.types import Floats2d
 from torch import nn
 
 from ..errors import WeightsError
+from .precision import compute_context
 from .weights import dump_weights, load_weights
 
 MODULES: Dict[str, Type[nn.Module]] = {}
@@ -64,7 +65,22 @@ def _deserialize(_old: Any, data: bytes, device: torch.device) -> nn.Module:
 
 class TorchShim(PyTorchShim):
     """thinc's PyTorchShim, for a module that may not be built yet when spaCy moves the model,
-    and whose parameters follow the optimizer's averages (`use_averages = true`)."""
+    and whose parameters follow the optimizer's averages (`use_averages = true`).
+
+    `precision` says how the layer tags (see .precision); `inference_copy` holds its int8 copy,
+    dropped whenever the weights change.
+    """
+
+    precision = "fp32"
+    inference_copy: Optional[nn.Module] = None
+
+    def finish_update(self, optimizer) -> None:
+        self.inference_copy = None
+        super().finish_update(optimizer)
+
+    def from_bytes(self, bytes_data):
+        self.inference_copy = None
+        return super().from_bytes(bytes_data)
 
     def to_device(self, device_type: str, device_id: int) -> None:
         if self._model is not None:  # an unbuilt module is created on thinc's current device later
@@ -81,6 +97,7 @@ class TorchShim(PyTorchShim):
         if not averages:
             yield
             return
+        self.inference_copy = None
         backup = {name: named[name].detach().clone() for name in averages}
         try:
             with torch.no_grad():
@@ -91,6 +108,7 @@ class TorchShim(PyTorchShim):
             with torch.no_grad():
                 for name, value in backup.items():
                     named[name].copy_(value)
+            self.inference_copy = None
 
 
 def make_shim(module: Optional[nn.Module] = None) -> PyTorchShim:
@@ -107,6 +125,7 @@ def get_module(model: Model) -> nn.Module:
 
 def set_module(model: Model, module: nn.Module) -> None:
     model.shims[0]._model = module.to(get_torch_default_device())
+    model.shims[0].inference_copy = None
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -122,19 +141,21 @@ def is_built(model: Model) -> bool:
 
 
 def run(model: Model, is_train: bool, fn: Callable[[], Any]) -> Any:
-    """Run `fn` with the module in train or eval mode, without autograd at inference."""
+    """Run `fn` with the module in train or eval mode; at inference without autograd, and in the
+    layer's precision (bf16 autocast)."""
     module = get_module(model)
     module.train(is_train)
     if is_train:
         return fn()
-    with torch.inference_mode():
+    with torch.inference_mode(), compute_context(model, module_device(module)):
         return fn()
 
 
 def embedder_output(model: Model, flat: torch.Tensor, lengths: Sequence[int]) -> Tuple[List[Floats2d], Callable]:
     """An embedder's torch rows (docs one after another) as one thinc array per doc, with the
     backprop that sends their gradients into torch (docs take no gradient)."""
-    output = model.ops.unflatten(torch2xp(flat.detach(), ops=model.ops), model.ops.asarray1i(lengths))
+    # float(): a bf16 layer's rows (numpy has no bfloat16), a no-op for float32
+    output = model.ops.unflatten(torch2xp(flat.detach().float(), ops=model.ops), model.ops.asarray1i(lengths))
 
     def backprop(d_output: List[Floats2d]) -> list:
         torch.autograd.backward(flat, grad_tensors=xp2torch(model.ops.flatten(d_output), device=flat.device))

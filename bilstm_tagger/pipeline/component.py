@@ -30,6 +30,7 @@ from spacy.util import from_bytes, from_disk, to_bytes, to_disk
 from thinc.api import Config, Model, Optimizer
 
 from ..errors import ConfigError, DatasetError, LabelError, ModelLoadError, WeightsError
+from ..ml import PRECISIONS, resolve_precision, set_precision
 from ..ml import TaggerLoss, check_vectors, crf_scores, decode, is_initialized, load_tagger_bytes, set_transition_constraints
 from ..util.atomic import atomic_write
 from .confidence import (ScoreContext, get_records, make_record, record_confidences, record_raw_scores, record_spans,
@@ -106,6 +107,7 @@ class BiLSTMTagger(TrainablePipe):
         alternatives_threshold: float = 0.05,
         min_confidence: Thresholds = None,
         fit_decision_during_training: bool = False,
+        precision: str = "fp32",
     ) -> None:
         """Create the pipe; a factory (`bilstm_tagger`, `bilstm_spans`, `bilstm_tags`, `bilstm_pos`) calls this.
 
@@ -127,6 +129,9 @@ class BiLSTMTagger(TrainablePipe):
         fit_decision_during_training (bool): span tasks: at each evaluation after training updates,
             refit the decision bias on the evaluation docs (one scalar, kept only when significant:
             see pipeline/decision_fit.py), so `spacy train` picks model-best on the balanced F1.
+        precision (str): what tagging computes in: "fp32", "bf16", "int8" (LSTM and linear layers), or
+            "auto" (bf16 on CPUs that compute it natively, else fp32). Training always runs in float32.
+            Read from the config at every load, never from the saved cfg: see ml/precision.py.
         """
         self.task: Task = get_task(target, scheme, spans_key)
         if torch_threads < 0:
@@ -161,6 +166,8 @@ class BiLSTMTagger(TrainablePipe):
         self._threads_set_in: Optional[int] = None
         self._tuner: Optional[ThreadTuner] = None
         self._configure_threads()
+        self.precision = ""
+        self.set_precision(precision)
         register_extensions()
 
     # ---- labels -------------------------------------------------------------
@@ -307,6 +314,16 @@ class BiLSTMTagger(TrainablePipe):
         temperature = self.cfg.get("temperature") or 1.0
         return ScoreContext(tuple(self.tags), self.task.scheme, crf_scores(self.model.get_ref("decoder")), float(temperature),
                             self._bias())
+
+    def set_precision(self, precision: str) -> None:
+        """Change what tagging computes in: "fp32", "bf16", "int8" or "auto" (see ml/precision.py).
+
+        precision (str): the setting; "auto" is resolved here, for this machine.
+        """
+        if precision not in PRECISIONS + ("auto",):
+            raise ConfigError(f"bilstm_tagger: precision must be one of {', '.join(PRECISIONS)} or auto, not {precision!r}")
+        self.precision = resolve_precision(precision)
+        set_precision(self.model, self.precision)
 
     def set_min_confidence(self, thresholds: Thresholds) -> None:
         """Change `min_confidence` on a loaded pipe: None, a probability, or {label: probability}.
@@ -558,6 +575,7 @@ _COMMON = {
     "alternatives_threshold": 0.05,
     "min_confidence": None,
     "fit_decision_during_training": False,
+    "precision": "fp32",
 }
 
 
@@ -570,7 +588,7 @@ _COMMON = {
 def make_bilstm_tagger(
     nlp: Language, name: str, model: Model, target: str, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable],
     alternatives_key: Optional[str] = None, alternatives_k: int = 5, alternatives_threshold: float = 0.05,
-    min_confidence: Thresholds = None, fit_decision_during_training: bool = False,
+    min_confidence: Thresholds = None, fit_decision_during_training: bool = False, precision: str = "fp32",
 ) -> BiLSTMTagger:
     """BiLSTM(-CRF) named entity recognizer writing doc.ents.
 
@@ -588,6 +606,7 @@ def make_bilstm_tagger(
         nlp.vocab, model, name, target=target, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer,
         alternatives_key=alternatives_key, alternatives_k=alternatives_k, alternatives_threshold=alternatives_threshold,
         min_confidence=min_confidence, fit_decision_during_training=fit_decision_during_training,
+        precision=precision,
     )
 
 
@@ -595,12 +614,13 @@ def _task_factory(task_name: str) -> Callable:
     def make(
         nlp: Language, name: str, model: Model, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable],
         alternatives_key: Optional[str] = None, alternatives_k: int = 5, alternatives_threshold: float = 0.05,
-        min_confidence: Thresholds = None, fit_decision_during_training: bool = False,
+        min_confidence: Thresholds = None, fit_decision_during_training: bool = False, precision: str = "fp32",
     ) -> BiLSTMTagger:
         return BiLSTMTagger(
             nlp.vocab, model, name, target=task_name, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer,
             alternatives_key=alternatives_key, alternatives_k=alternatives_k, alternatives_threshold=alternatives_threshold,
             min_confidence=min_confidence, fit_decision_during_training=fit_decision_during_training,
+            precision=precision,
         )
 
     make.__name__ = f"make_{TASKS[task_name].factory}"
