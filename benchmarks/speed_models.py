@@ -9,6 +9,8 @@ sentences: untrained weights tag as fast as trained ones), and tags the test spl
 interleaved A B C ..., median of --repeats passes after a warm-up, with a frozen transformer's
 feature cache emptied before each pass (new text never hits it). A system trained with document
 context (group_sentences > 1 in its result file) tags the split grouped the same way.
+--precision int8 bf16 adds each system (and configs/ner.cfg) tagging in that precision (as
+`python -m bilstm_tagger quantize` writes it); --f1 scores every trained variant on the test split.
 Writes benchmarks/results/<dataset>/speed_models.json.
 """
 from __future__ import annotations
@@ -30,6 +32,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--precision", nargs="*", default=[], choices=["int8", "bf16"],
+                        help="also time each pipeline tagging in these precisions")
+    parser.add_argument("--f1", action="store_true", help="score each trained system (and variant) on the test split")
     args = parser.parse_args(argv)
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(args.threads)
@@ -43,18 +48,28 @@ def main(argv=None) -> int:
 
     from bilstm_tagger.data.readers import create_hf_reader
     from bilstm_tagger.ml.transformer import clear_feature_caches
+    from bilstm_tagger.pipeline.quantize import our_components
 
-    from .runner import MODELS, RESULTS, _slug, environment
+    from .runner import MODELS, RESULTS, _slug, environment, score_split
     from .threads import build_pipelines
 
     torch.set_num_threads(args.threads)
     ours, peer, _ = build_pipelines(args.dataset, args.threads)
     pipelines = {"bilstm (configs/ner.cfg)": ours, "spacy_efficiency": peer}
     groups = {name: 1 for name in pipelines}
+    for precision in args.precision:
+        pipelines[f"bilstm (configs/ner.cfg) [{precision}]"] = build_pipelines(args.dataset, args.threads, 1, precision)[0]
+        groups[f"bilstm (configs/ner.cfg) [{precision}]"] = 1
+    trained = []
     for name in args.systems:
-        pipelines[name] = spacy.load(MODELS / _slug(args.dataset) / name / "model-best")
         result = RESULTS / _slug(args.dataset) / f"{name}.json"
-        groups[name] = json.loads(result.read_text()).get("group_sentences", 1) if result.exists() else 1
+        group = json.loads(result.read_text()).get("group_sentences", 1) if result.exists() else 1
+        for precision in ["fp32"] + args.precision:
+            variant = name if precision == "fp32" else f"{name} [{precision}]"
+            config = {"components": {c: {"precision": precision} for c in our_components(MODELS / _slug(args.dataset) / name / "model-best")}}
+            pipelines[variant] = spacy.load(MODELS / _slug(args.dataset) / name / "model-best", config=config)
+            groups[variant] = group
+            trained.append(variant)
     blank = spacy.blank("en")
     texts = {g: [([t.text for t in eg.predicted], [t.is_sent_start for t in eg.predicted] if g > 1 else None)
                  for eg in create_hf_reader(args.dataset, split="test", group_sentences=g)(blank)]
@@ -82,16 +97,19 @@ def main(argv=None) -> int:
                 pass
             runs[name].append(n_words / (time.perf_counter() - start))
     peer_wps = statistics.median(runs["spacy_efficiency"])
+    f1 = {name: score_split(pipelines[name], args.dataset, "test", groups[name])["ents_f"] for name in trained} if args.f1 else {}
     out = {
         "dataset": args.dataset, "split": "test", "words": n_words, "environment": environment(args.threads),
         "command": "python -m benchmarks.speed_models " + " ".join(sys.argv[1:] if argv is None else argv),
         "systems": {name: {"words_per_s_median": statistics.median(r), "runs": r, "group_sentences": groups[name],
-                           "ratio_to_spacy_efficiency": statistics.median(r) / peer_wps} for name, r in runs.items()},
+                           "ratio_to_spacy_efficiency": statistics.median(r) / peer_wps, "test_f1": f1.get(name)}
+                    for name, r in runs.items()},
     }
     path = RESULTS / _slug(args.dataset) / "speed_models.json"
     path.write_text(json.dumps(out, indent=2) + "\n")
     for name, row in out["systems"].items():
-        print(f"{name:28s} {row['words_per_s_median']:10,.0f} words/s  {row['ratio_to_spacy_efficiency']:.2f}x spaCy")
+        score = f"  test F1 {100 * row['test_f1']:.2f}" if row["test_f1"] is not None else ""
+        print(f"{name:36s} {row['words_per_s_median']:10,.0f} words/s  {row['ratio_to_spacy_efficiency']:.2f}x spaCy{score}")
     return 0
 
 

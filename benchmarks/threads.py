@@ -24,18 +24,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "threads.json"
 
-# name -> (torch_threads setting of the component, extra environment)
+# name -> (torch_threads setting of the component, extra environment, precision)
 POLICIES = {
-    "1 thread": (1, {}),
-    "2 threads": (2, {}),
-    "2 threads, OMP_WAIT_POLICY=PASSIVE": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
-    "default (torch_threads = 0)": (0, {}),
+    "1 thread": (1, {}, "fp32"),
+    "2 threads": (2, {}, "fp32"),
+    "2 threads, OMP_WAIT_POLICY=PASSIVE": (2, {"OMP_WAIT_POLICY": "PASSIVE"}, "fp32"),
+    "default (torch_threads = 0)": (0, {}, "fp32"),
+    "default, precision int8": (0, {}, "int8"),
+    "default, precision bf16": (0, {}, "bf16"),
 }
 
 
-def build_pipelines(dataset: str, torch_threads: int, limit: int = 0):
-    """configs/ner.cfg and spaCy's efficiency `ner`, both initialized on 500 train sentences, and the
-    test split's words (the first `limit` sentences; 0 = all)."""
+def build_pipelines(dataset: str, torch_threads: int, limit: int = 0, precision: str = "fp32"):
+    """configs/ner.cfg (tagging in `precision`) and spaCy's efficiency `ner`, both initialized on 500
+    train sentences, and the test split's words (the first `limit` sentences; 0 = all)."""
     import spacy
     from spacy.cli.init_config import init_config
     from spacy.training.initialize import init_nlp
@@ -44,7 +46,7 @@ def build_pipelines(dataset: str, torch_threads: int, limit: int = 0):
     from bilstm_tagger.data.readers import create_hf_reader
 
     overrides = {"paths.dataset": dataset, "corpora.train.limit": 500, "corpora.dev.limit": 10,
-                 "components.bilstm_tagger.torch_threads": torch_threads}
+                 "components.bilstm_tagger.torch_threads": torch_threads, "components.bilstm_tagger.precision": precision}
     ours = init_nlp(load_config(REPO / "configs" / "ner.cfg", overrides=overrides, interpolate=False))
     config = init_config(lang="en", pipeline=["ner"], optimize="efficiency", gpu=False, pretraining=False, silent=True)
     config["corpora"]["train"] = config["corpora"]["dev"] = {
@@ -55,10 +57,10 @@ def build_pipelines(dataset: str, torch_threads: int, limit: int = 0):
     return ours, peer, words
 
 
-def child(dataset: str, torch_threads: int, repeats: int, limit: int = 0) -> dict:
+def child(dataset: str, torch_threads: int, repeats: int, limit: int = 0, precision: str = "fp32") -> dict:
     import spacy
 
-    ours, peer, words = build_pipelines(dataset, torch_threads, limit)
+    ours, peer, words = build_pipelines(dataset, torch_threads, limit, precision)
     n_words = sum(map(len, words))
     wps = {"ours": [], "spacy_ner": []}
     for _ in range(repeats + 1):  # the first round warms up and is dropped
@@ -82,18 +84,22 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="tag only the first N test sentences (0 = all)")
+    parser.add_argument("--policies", nargs="*", default=list(POLICIES), choices=list(POLICIES), metavar="POLICY",
+                        help="which policies to run (default: all)")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child-precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        print(json.dumps(child(args.dataset, args.child, args.repeats, args.limit)))
+        print(json.dumps(child(args.dataset, args.child, args.repeats, args.limit, args.child_precision)))
         return 0
     rows = []
     for load in ("idle", "one core busy"):
-        for name, (threads, env) in POLICIES.items():
+        for name in args.policies:
+            threads, env, precision = POLICIES[name]
             spinner = _spin() if load != "idle" else None
             try:
                 proc = subprocess.run(
-                    [sys.executable, "-m", "benchmarks.threads", "--dataset", args.dataset, "--repeats", str(args.repeats), "--limit", str(args.limit), "--child", str(threads)],
+                    [sys.executable, "-m", "benchmarks.threads", "--dataset", args.dataset, "--repeats", str(args.repeats), "--limit", str(args.limit), "--child", str(threads), "--child-precision", precision],
                     capture_output=True, text=True, cwd=str(REPO),
                     env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", **env},
                 )
@@ -108,7 +114,7 @@ def main(argv=None) -> int:
             print(f"{load:14s} {name:38s} ours {row['ours']:8,.0f}  spaCy ner {row['spacy_ner']:8,.0f} words/s  ratio {row['ratio']:.2f}", flush=True)
     if args.limit:
         return 0  # a smoke run: nothing to record
-    RESULTS.write_text(json.dumps({"command": f"python -m benchmarks.threads --dataset {args.dataset}", "cpus": os.cpu_count(),
+    RESULTS.write_text(json.dumps({"command": "python -m benchmarks.threads " + " ".join(sys.argv[1:] if argv is None else argv), "cpus": os.cpu_count(),
                                    "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
     return 0
 
