@@ -14,9 +14,9 @@ spaCy trains on sentences). A longer doc is cut:
   where to cut: the stretch is cut again into pieces of window // 2 to `window`
   tokens, each cut before the token the model is surest is "O" (tag 0) with an "O"
   before it too, so no entity spans a cut, and the pieces are read whole in a
-  second pass, like sentences. A cut depends only on the previous cut and the text
-  after it, so text shifted behind other text falls into the same pieces and keeps
-  its entities; the middle cut moves with the windows and so does what the model
+  second pass, like sentences. A cut depends only on the previous cut and the
+  first-pass scores after it (which hardly depend on where the windows fell), so text
+  shifted behind other text falls into the same pieces and keeps its entities; the middle cut moves with the windows and so does what the model
   sees near it (1% of the probe's entities moved on a small model; see
   benchmarks/long_text.py). The second pass costs about a quarter of the words/s on long docs.
 
@@ -82,7 +82,6 @@ class Windows:
             take[offsets[run.doc] + begin : offsets[run.doc] + end] = first[owner] + t - run.starts[owner]
         return take
 
-
     def anchored(self, take: np.ndarray, o_margin: np.ndarray) -> Tuple[List[Segment], np.ndarray]:
         """Second pass: each overlapped stretch cut again, at `anchored_cuts` of its stitched
         first-pass scores, into pieces read whole. `o_margin` is per doc token (docs concatenated).
@@ -109,7 +108,7 @@ def anchored_cuts(o_margin: np.ndarray, window: int) -> List[int]:
     Each cut goes before the token where the model is surest that the tokens on both sides
     are "O", so no entity spans it. A cut depends only on the previous one and the scores
     after it, not on where the stretch starts: text shifted behind other text falls into the
-    same pieces once a cut lands at the same word, and whole pieces score alike.
+    same pieces once a cut lands at the same word, and the same piece read whole scores the same.
     """
     sure = np.minimum(o_margin[:-1], o_margin[1:])  # sure[t - 1]: for a cut before token t
     cuts: List[int] = []
