@@ -112,7 +112,7 @@ def run_probe(nlp, words: List[str], repeats: int = 1, options: Dict[str, Tuple[
     for _ in range(repeats):
         for name in names:
             if name == SENTENCES:
-                set_option(nlp, 0.25, "middle")  # the fallback for sentences longer than the window
+                set_option(nlp, 0.25, "anchored")  # the default, for sentences longer than the window
                 nlp.add_pipe("sentencizer", first=True)
             else:
                 set_option(nlp, *options[name])

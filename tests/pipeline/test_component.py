@@ -127,6 +127,16 @@ def test_anchored_cuts_fall_before_the_surest_o_and_fall_in_step_wherever_the_st
     assert [c + 100 for c in anchored_cuts(margin[100:], 256)][1:3] == [401, 601]
 
 
+def test_a_long_doc_with_sentence_starts_is_read_as_runs_of_whole_sentences(ner_nlp):
+    words = TEXTS[0].split() * 40  # 40 sentences of 15 tokens: 600 tokens
+    doc = Doc(ner_nlp.vocab, words=words, sent_starts=[i % 15 == 0 for i in range(600)])
+    model = ner_nlp.get_pipe("bilstm_tagger").model
+    scores = emission_scores(model, [doc])[0]
+    for begin, end in [(0, 255), (255, 510), (510, 600)]:  # 17 whole sentences fit 256 tokens, 18 do not
+        alone = emission_scores(model, [Doc(ner_nlp.vocab, words=words[begin:end])])[0]
+        assert np.allclose(scores[begin:end], alone, atol=1e-5)
+
+
 def test_inference_chunks_stay_under_the_token_bound():
     segments = [(i, 0, n) for i, n in enumerate([256, 3, 200, 17, 256, 90, 1, 256, 256])]
     chunks = list(plan_chunks(segments, 600))
