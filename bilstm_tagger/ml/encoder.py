@@ -7,7 +7,7 @@ bounded size, so a 100,000-token doc needs no more memory than a batch.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import PackedSequence
 from ..errors import ConfigError
 from .precision import inference_module
 from .shim import get_module, make_shim, module_device, run, set_module, torch_module
-from .windows import plan_chunks, plan_windows
+from .windows import CUTS, Segment, plan_chunks, plan_windows
 
 CELLS = ("lstm", "gru")
 
@@ -177,7 +177,19 @@ def _lengths(chunk) -> np.ndarray:
     return np.asarray([e - s for _, s, e in chunk], dtype=np.int64)
 
 
-def encoder_forward(model: Model, X: List[Floats2d], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+def _o_margin(scores: torch.Tensor) -> np.ndarray:
+    """Per row, how much surer tag 0 ("O") is than any other tag (there are at least two tags)."""
+    with torch.no_grad():
+        margin = scores[:, 0] - scores[:, 1:].max(dim=1).values
+    return margin.cpu().numpy()
+
+
+EncoderInput = Union[List[Floats2d], Tuple[List[Floats2d], List[Optional[np.ndarray]]]]
+
+
+def encoder_forward(model: Model, X: EncoderInput, is_train: bool) -> Tuple[List[Floats2d], Callable]:
+    """X: token vectors per doc, optionally with each doc's sentence starts (None: unknown)."""
+    X, sent_starts = X if isinstance(X, tuple) else (X, None)
     lengths = [len(x) for x in X]
     n_tags = model.get_dim("nO")
     if not sum(lengths):
@@ -185,33 +197,40 @@ def encoder_forward(model: Model, X: List[Floats2d], is_train: bool) -> Tuple[Li
     # Inference may run an int8 copy of the module (the layer's precision); training the module itself.
     module = get_module(model) if is_train else inference_module(model, get_module(model))
     device = module_device(module)
-    windows = plan_windows(lengths, model.attrs["window"])
+    windows = plan_windows(lengths, model.attrs["window"], model.attrs["window_overlap"], sent_starts)
+    stitched = windows.stitched
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     x = xp2torch(model.ops.flatten(X), requires_grad=is_train, device=device)
     dropout = model.attrs["dropout_rate"] if is_train else 0.0
 
-    def index(chunk=None) -> torch.Tensor:
+    def index(chunk) -> torch.Tensor:
         return torch.from_numpy(windows.gather_index(offsets, chunk)).to(device)
 
-    def score_all() -> torch.Tensor:
+    def score(segments: List[Segment], whole_docs: bool = False) -> torch.Tensor:
+        """Scores of `segments`, concatenated in their order."""
         if is_train:
             # Whole docs in order are exactly the rows of x: no gather (and no scatter in backward).
-            return module(x, None if windows.take is None else index(), _lengths(windows.segments), dropout)
+            return module(x, None if whole_docs else index(segments), _lengths(segments), dropout)
         # Inference: bounded chunks, each segment's rows put back at its place in segment order.
-        seg_sizes = _lengths(windows.segments)
-        seg_starts = np.concatenate([[0], np.cumsum(seg_sizes)])
+        seg_starts = np.concatenate([[0], np.cumsum(_lengths(segments))])
         out = x.new_empty(int(seg_starts[-1]), n_tags)
-        for chunk_ids in plan_chunks(windows.segments, model.attrs["max_batch_tokens"]):
-            chunk = [windows.segments[i] for i in chunk_ids]
+        for chunk_ids in plan_chunks(segments, model.attrs["max_batch_tokens"]):
+            chunk = [segments[i] for i in chunk_ids]
             rows = np.concatenate([np.arange(seg_starts[i], seg_starts[i + 1]) for i in chunk_ids])
             out[torch.from_numpy(rows).to(device)] = module(x, index(chunk), _lengths(chunk), 0.0).to(out.dtype)
         return out
 
-    def stitched() -> torch.Tensor:
-        scores = score_all()
-        return scores if windows.take is None else scores[torch.from_numpy(windows.take).to(device)]
+    def stitch() -> torch.Tensor:
+        scores = score(windows.segments, whole_docs=not stitched)
+        if not stitched:
+            return scores
+        take = windows.take()
+        if model.attrs["window_cut"] == "anchored" and windows.overlapped and n_tags > 1:
+            pieces, take = windows.anchored(take, _o_margin(scores[torch.from_numpy(take).to(device)]))
+            scores = torch.cat([scores, score(pieces)])
+        return scores[torch.from_numpy(take).to(device)]
 
-    scores = run(model, is_train, stitched)
+    scores = run(model, is_train, stitch)
     Y = model.ops.unflatten(torch2xp(scores, ops=model.ops), model.ops.asarray1i(lengths))
 
     def backprop(dY: List[Floats2d]) -> List[Floats2d]:
@@ -238,9 +257,15 @@ def encoder_init(model: Model, X: Optional[List[Floats2d]] = None, Y=None) -> Mo
 def build_encoder(
     cell: str, hidden_size: int, num_layers: int, proj_size: int, attention_heads: int, attention_layers: int,
     dropout: float, window: int, max_batch_tokens: int, nI: Optional[int] = None, nO: Optional[int] = None,
-) -> Model[List[Floats2d], List[Floats2d]]:
+    window_overlap: Optional[int] = None, window_cut: str = "anchored",
+) -> Model[EncoderInput, List[Floats2d]]:
     if window < 1 or max_batch_tokens < window:
         raise ConfigError(f"need 1 <= window ({window}) <= max_batch_tokens ({max_batch_tokens})")
+    window_overlap = window // 4 if window_overlap is None else window_overlap
+    if not 0 <= window_overlap < window:
+        raise ConfigError(f"need 0 <= window_overlap ({window_overlap}) < window ({window})")
+    if window_cut not in CUTS:
+        raise ConfigError(f"window_cut must be one of {', '.join(CUTS)}, not {window_cut!r}")
     if not 0.0 <= dropout < 1.0:
         raise ConfigError("dropout must lie in [0, 1)")
     # Validate the encoder settings now, not after an hour of data loading.
@@ -254,6 +279,9 @@ def build_encoder(
         encoder_forward,
         init=encoder_init,
         dims={"nI": nI, "nO": nO},
-        attrs={"spec": spec, "dropout_rate": dropout, "window": window, "max_batch_tokens": max_batch_tokens},
+        attrs={
+            "spec": spec, "dropout_rate": dropout, "window": window, "max_batch_tokens": max_batch_tokens,
+            "window_overlap": window_overlap, "window_cut": window_cut,
+        },
         shims=[make_shim()],
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional
 
+import numpy as np
 import srsly
 from spacy.tokens import Doc
 from spacy.util import registry
@@ -37,13 +38,24 @@ def tagger_forward(model: Model, docs: List[Doc], is_train: bool):
     else:
         check_listener_inputs(embed, docs)
     vectors, bp_embed = embed(docs, is_train)
-    scores, bp_encoder = encoder(vectors, is_train)
+    scores, bp_encoder = encoder((vectors, sentence_starts(docs, encoder.attrs["window"])), is_train)
     output, bp_decoder = decoder(scores, is_train)
 
     def backprop(d_output):
         return bp_embed(bp_encoder(bp_decoder(d_output)))
 
     return output, backprop
+
+
+def sentence_starts(docs: List[Doc], window: int) -> List[Optional[np.ndarray]]:
+    """Sentence starts of the docs longer than `window` that have them (a senter or sentencizer ran),
+    so the encoder can cut those at sentence boundaries; None for the rest."""
+    return [_starts(doc) if len(doc) > window and doc.has_annotation("SENT_START") else None for doc in docs]
+
+
+def _starts(doc: Doc) -> np.ndarray:
+    # 1 marks a start, -1 (stored unsigned) a non-start, 0 unknown: only explicit starts count.
+    return np.flatnonzero(doc.to_array("SENT_START").astype(np.int64) == 1)
 
 
 def _width(embed: Model, X: Optional[List[Doc]]) -> Optional[int]:
@@ -83,17 +95,24 @@ def build_bilstm_tagger_v2(
     window: int = 256,
     max_batch_tokens: int = 8192,
     nO: Optional[int] = None,
+    window_overlap: Optional[int] = None,
+    window_cut: str = "anchored",
 ) -> Model[List[Doc], List[Floats2d]]:
     """BiLSTM(-CRF) tagger over any token embedder: docs in, per-tag emission scores out
     (`decode` with the model's "decoder" ref turns them into tag ids).
 
     `cell` is "lstm" or "gru"; `proj_size` projects LSTM states; attention_heads > 0
     adds `attention_layers` self-attention blocks; `crf` picks a linear-chain CRF
-    over softmax. Docs longer than `window` tokens run as overlapping windows;
+    over softmax. Docs longer than `window` tokens run as runs of whole sentences when
+    they have sentence starts, else as windows sharing `window_overlap` tokens (None:
+    window // 4), stitched at each overlap's middle (`window_cut = "middle"`, one pass) or
+    read again as pieces cut where no entity is likely ("anchored", the default: two
+    passes, stable when the text shifts; see windows.py);
     `max_batch_tokens` bounds the padded size of one inference chunk.
     """
     encoder = build_encoder(
-        cell, hidden_size, num_layers, proj_size, attention_heads, attention_layers, dropout, window, max_batch_tokens, nO=nO
+        cell, hidden_size, num_layers, proj_size, attention_heads, attention_layers, dropout, window, max_batch_tokens,
+        nO=nO, window_overlap=window_overlap, window_cut=window_cut,
     )
     decoder = build_decoder(crf, max_batch_tokens, nO=nO)
     if has_listener(embed):
@@ -253,7 +272,8 @@ def load_legacy(model: Model, data: bytes) -> None:
 def emission_scores(model: Model, docs: List[Doc]) -> List[Floats2d]:
     """The encoder's per-tag scores for each doc, before decoding (inference mode)."""
     check_listener_inputs(model.get_ref("embed"), docs)
-    return model.get_ref("encoder").predict(model.get_ref("embed").predict(docs))
+    encoder = model.get_ref("encoder")
+    return encoder.predict((model.get_ref("embed").predict(docs), sentence_starts(docs, encoder.attrs["window"])))
 
 
 def is_initialized(model: Model) -> bool:

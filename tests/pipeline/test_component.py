@@ -6,7 +6,7 @@ from spacy.tokens import Doc, Span
 from spacy.training import Example
 
 from bilstm_tagger.ml import emission_scores
-from bilstm_tagger.ml.windows import plan_chunks, plan_windows, window_starts
+from bilstm_tagger.ml.windows import anchored_cuts, plan_chunks, plan_windows, window_starts
 
 from ..conftest import TINY_MODEL, read_examples, tiny_model, train_pipeline
 
@@ -55,9 +55,9 @@ def test_long_docs_are_cut_into_overlapping_windows(n):
     plan = plan_windows([3, n, 0, 5], window)
     long_segments = [(s, e) for d, s, e in plan.segments if d == 1]
     if n <= window:
-        assert long_segments == [(0, n)] and plan.take is None
+        assert long_segments == [(0, n)] and not plan.stitched
         return
-    starts = window_starts(n, window)
+    starts = window_starts(n, window, window // 4)
     assert long_segments == [(int(s), int(s) + window) for s in starts]
     assert starts[0] == 0 and starts[-1] == n - window
     stride = window - window // 4  # neighbours share window // 4 tokens; the last window ends at the doc's end
@@ -66,14 +66,75 @@ def test_long_docs_are_cut_into_overlapping_windows(n):
     # Each doc token is read back from exactly one window row, in doc order ...
     offsets = np.array([0, 3, 3 + n, 3 + n, 8 + n])
     rows = plan.gather_index(offsets)
-    assert np.array_equal(rows[plan.take], np.arange(8 + n))
+    take = plan.take()
+    assert np.array_equal(rows[take], np.arange(8 + n))
     # ... the one where it sits at least window // 8 tokens from an edge (fewer only at the doc's ends).
     seg_of_row = np.repeat(np.arange(len(plan.segments)), [e - s for _, s, e in plan.segments])
     t = np.arange(n)
-    owner_rows = plan.take[3 : 3 + n]
+    owner_rows = take[3 : 3 + n]
     seg_start = np.array([s for _, s, _ in plan.segments])[seg_of_row[owner_rows]]
     distance = np.minimum(t - seg_start, seg_start + window - 1 - t)
     assert (distance >= np.minimum(window // 8, np.minimum(t, n - 1 - t))).all()
+
+
+def covered_once(plan, lengths, take):
+    """Every doc token is read back from exactly one score row, and that row holds this token."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    rows = plan.gather_index(offsets)
+    return len(take) == sum(lengths) and len(set(take.tolist())) == len(take) and np.array_equal(rows[take], np.arange(sum(lengths)))
+
+
+def test_with_sentence_starts_long_docs_are_cut_at_sentence_boundaries():
+    window = 16
+    sentence_lengths = [5, 7, 3, 9, 40, 2, 16, 1, 17, 4]  # 40 and 17: longer than the window
+    starts = np.cumsum([0] + sentence_lengths[:-1])
+    n = sum(sentence_lengths)
+    lengths = [4, n, 10]
+    plan = plan_windows(lengths, window, sent_starts=[None, starts, None])
+    runs = [(s, e) for d, s, e in plan.segments if d == 1]
+    assert runs[:3] == [(0, 15), (15, 24), (24, 24 + window)]  # whole sentences, at most `window` tokens
+    boundaries = set(starts.tolist()) | {n}
+    for run in plan.overlapped:  # only the two long sentences fall back to overlapping windows
+        assert {int(run.starts[0]), int(run.starts[-1]) + window} <= boundaries
+    assert len(plan.overlapped) == 2
+    whole = [(s, e) for s, e in runs if e - s < window or (s in boundaries and e in boundaries)]
+    assert all(s in boundaries and e in boundaries for s, e in whole)
+    assert all(e - s <= window for s, e in runs)
+    assert covered_once(plan, lengths, plan.take())
+    # Without sentence starts the same doc is read as overlapping windows.
+    assert len(plan_windows(lengths, window).overlapped) == 1
+
+
+@pytest.mark.parametrize("n", [257, 600, 6001])
+def test_anchored_pieces_cover_every_token_once(n):
+    rng = np.random.default_rng(n)
+    lengths = [3, n, 5]
+    plan = plan_windows(lengths, 256)
+    take = plan.take()
+    pieces, take2 = plan.anchored(take, rng.normal(size=len(take)))
+    assert [(s, e) for _, s, e in pieces][0][0] == 0 and pieces[-1][2] == n
+    assert all(128 <= e - s <= 256 for _, s, e in pieces[:-1]) and 0 < pieces[-1][2] - pieces[-1][1] <= 256
+    full = plan_windows([3, n, 5], 256)
+    full.segments = full.segments + pieces  # first-pass rows followed by the pieces' rows
+    assert covered_once(full, lengths, take2)
+
+
+def test_anchored_cuts_fall_before_the_surest_o_and_fall_in_step_wherever_the_stretch_starts():
+    margin = np.zeros(1000)
+    margin[[200, 201, 400, 401, 600, 601]] = 5.0  # cut before 201, 401 and 601 (both sides surely O)
+    assert anchored_cuts(margin, 256)[:3] == [201, 401, 601]
+    # Starting elsewhere, the cuts fall in step from the first shared word on.
+    assert [c + 100 for c in anchored_cuts(margin[100:], 256)][1:3] == [401, 601]
+
+
+def test_a_long_doc_with_sentence_starts_is_read_as_runs_of_whole_sentences(ner_nlp):
+    words = TEXTS[0].split() * 40  # 40 sentences of 15 tokens: 600 tokens
+    doc = Doc(ner_nlp.vocab, words=words, sent_starts=[i % 15 == 0 for i in range(600)])
+    model = ner_nlp.get_pipe("bilstm_tagger").model
+    scores = emission_scores(model, [doc])[0]
+    for begin, end in [(0, 255), (255, 510), (510, 600)]:  # 17 whole sentences fit 256 tokens, 18 do not
+        alone = emission_scores(model, [Doc(ner_nlp.vocab, words=words[begin:end])])[0]
+        assert np.allclose(scores[begin:end], alone, atol=1e-5)
 
 
 def test_inference_chunks_stay_under_the_token_bound():
@@ -281,7 +342,9 @@ def test_component_imports_no_torch():
 def test_a_long_doc_runs_in_chunks_under_the_token_bound(sample_examples):
     from bilstm_tagger.ml.shim import get_module
 
-    nlp = train_pipeline({"model": tiny_model(window=64, max_batch_tokens=256), "torch_threads": 1}, sample_examples["train"][:20], steps=2)
+    # One pass over overlapping windows (the anchored cut adds a second pass of fewer, shorter pieces).
+    model = tiny_model(window=64, max_batch_tokens=256, window_cut="middle")
+    nlp = train_pipeline({"model": model, "torch_threads": 1}, sample_examples["train"][:20], steps=2)
     encoder = get_module(nlp.get_pipe("bilstm_tagger").model.get_ref("encoder"))
     padded_sizes = []
     hook = encoder.register_forward_pre_hook(lambda module, args: padded_sizes.append(len(args[2]) * max(args[2])))
@@ -290,7 +353,7 @@ def test_a_long_doc_runs_in_chunks_under_the_token_bound(sample_examples):
     finally:
         hook.remove()
     assert len(doc) == 5000
-    windows = len(window_starts(5000, 64))
+    windows = len(window_starts(5000, 64, 16))
     assert len(padded_sizes) == -(-windows // (256 // 64)) and max(padded_sizes) <= 256
 
 
