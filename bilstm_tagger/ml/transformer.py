@@ -52,7 +52,9 @@ from .shim import (
 )
 
 POOLINGS = ("first", "mean", "last")
-_BATCH_PIECES = 8192  # padded word pieces per transformer call (rows sorted by length first)
+# Padded word pieces per transformer call (rows sorted by length first). On a shared 2-core EPYC,
+# 2048, 4096 and 8192 were within measurement noise for MiniLM and 16384 was slower, so no bigger.
+_BATCH_PIECES = 8192
 _B64 = "base64:"  # prefix of a tokenizer file that is not UTF-8 text (e.g. a sentencepiece model)
 
 
@@ -123,8 +125,8 @@ def set_inference_autocast(model: Model, dtype: Optional[torch.dtype]) -> int:
     """Run the transformer's forward under `torch.autocast(dtype)` when tagging (e.g.
     torch.bfloat16 on a CPU with bf16 units), or in float32 again with None; returns how many
     TransformerEmbed layers under `model` it set. Training and the feature cache stay float32, and
-    the setting is not saved with the pipeline. Features move by up to ~1e-1 under bf16: measure
-    the accuracy before relying on it."""
+    the setting is not saved with the pipeline. Off by default: all-MiniLM-L6-v2's features moved
+    by up to 0.018 (mean 0.0017) under bf16 on CoNLL-2003 test sentences, more than 1e-2."""
     changed = 0
     for node in model.walk():
         if node.name == "transformer_embed" and node.shims and node.shims[0]._model is not None:

@@ -202,6 +202,22 @@ def test_length_chunks_sort_rows_and_respect_the_budget():
     assert length_chunks([], 24) == []
 
 
+def test_inference_autocast_is_opt_in_and_leaves_training_in_float32(bert_dir):
+    from bilstm_tagger.ml.transformer import set_inference_autocast
+
+    docs = make_docs(spacy.blank("en"), ["Hana Suzuki will visit Nairobi next week .", "a b"])
+    layer = embed_layer(bert_dir, docs, cache_size=0)
+    fp32 = layer.predict(docs)
+    assert set_inference_autocast(layer, torch.bfloat16) == 1
+    bf16 = layer.predict(docs)
+    assert not np.array_equal(bf16[0], fp32[0])
+    np.testing.assert_allclose(bf16[0], fp32[0], atol=0.1)
+    trained, _ = layer.begin_update(docs)  # training calls ignore the setting
+    np.testing.assert_allclose(trained[0], fp32[0], atol=1e-6)
+    set_inference_autocast(layer, None)
+    np.testing.assert_array_equal(layer.predict(docs)[0], fp32[0])
+
+
 def test_piece_windows_cover_and_pick_the_most_central():
     windows, owner = plan_piece_windows(20, 6, 2)
     assert windows[0] == (0, 6) and windows[-1] == (14, 20)
