@@ -21,7 +21,6 @@ def our_components(model_dir: str) -> Dict[str, str]:
     """{component name: factory} of the package's taggers in the saved pipeline's config."""
     from spacy.util import load_config
 
-    from .component import BiLSTMTagger  # noqa: F401  (registers the factories)
     from .tasks import TASKS
 
     path = Path(model_dir) / "config.cfg"

@@ -149,6 +149,79 @@ def test_windows_run_in_bounded_chunks_with_the_same_result(bert_dir, monkeypatc
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def _record_transformer_inputs(layer) -> list:
+    """The (rows, padded length, real pieces) of every transformer call the layer makes."""
+    calls = []
+
+    def hook(module, args, kwargs):
+        mask = kwargs["attention_mask"]
+        calls.append((mask.shape[0], mask.shape[1], int(mask.sum())))
+
+    get_module(layer).transformer.register_forward_pre_hook(hook, with_kwargs=True)
+    return calls
+
+
+def test_batched_features_equal_one_doc_per_call(bert_dir, monkeypatch):
+    """Windows of all docs run length-sorted in chunks under the padded-piece budget, and every
+    piece's vector goes back in its place: the same features as one doc per call, for a doc longer
+    than max_length (many windows), empty docs, docs without pieces and repeated docs. Short
+    sentences are no longer padded to the longest window of the call."""
+    from bilstm_tagger.ml import transformer as module
+
+    nlp = spacy.blank("en")
+    long_text = "the quick brown fox jumps over the lazy dog near the river bank today " * 4
+    short = [" ".join(["a", "dog", "the fox"][: 1 + i % 3]) + f" {i}" for i in range(24)]
+    texts = [t for i, s in enumerate(short) for t in ([s, long_text[: 40 + i]] if i % 2 == 0 else [s])]  # mixed lengths
+    docs = make_docs(nlp, [long_text, "", *texts[:12], "", *texts[12:], "hello world", short[0]])
+    docs.insert(5, Doc(nlp.vocab, words=["\u200b"]))
+    layer = embed_layer(bert_dir, docs, max_length=12, stride=3, pooling="mean", cache_size=0)
+    calls = _record_transformer_inputs(layer)
+    single = [layer.predict([doc])[0] for doc in docs]
+    del calls[:]
+    monkeypatch.setattr(module, "_BATCH_PIECES", 48)
+    batched = layer.predict(docs)
+    assert len(calls) > 2  # several chunks
+    for (rows, longest, real) in calls:
+        assert rows * longest <= 48 or rows == 1
+    padded, real = sum(r * n for r, n, _ in calls), sum(c[2] for c in calls)
+    # Chunks of rows in doc order, padded to their longest, cost 1.35x the real pieces here; sorted, 1.02x.
+    assert padded <= 1.1 * real, (padded, real)
+    assert [b.shape for b in batched] == [(len(d), 32) for d in docs]
+    for doc, a, b in zip(docs, batched, single):
+        np.testing.assert_allclose(a, b, atol=1e-4, err_msg=doc.text[:40])
+    assert batched[0].any() and not batched[1].any()
+
+
+def test_length_chunks_sort_rows_and_respect_the_budget():
+    from bilstm_tagger.ml.transformer import length_chunks
+
+    lengths = [12, 3, 500, 4, 12, 3, 700]
+    chunks = length_chunks(lengths, 24)
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(len(lengths)))
+    assert [[lengths[i] for i in c] for c in chunks] == [[3, 3, 4], [12, 12], [500], [700]]
+    assert length_chunks([], 24) == []
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_reduced_precision_changes_tagging_only_and_leaves_training_in_float32(bert_dir, precision):
+    from bilstm_tagger.ml.precision import set_precision
+
+    docs = make_docs(spacy.blank("en"), ["Hana Suzuki will visit Nairobi next week .", "a b"])
+    layer = embed_layer(bert_dir, docs, cache_size=0)
+    fp32 = layer.predict(docs)
+    set_precision(layer, precision)
+    reduced = layer.predict(docs)
+    assert not np.array_equal(reduced[0], fp32[0])
+    np.testing.assert_allclose(reduced[0], fp32[0], atol=0.15)
+    if precision == "int8":  # the transformer's linear layers ran quantized, in a copy
+        copy = layer.shims[0].inference_copy
+        assert copy is not None and not any(type(m) is torch.nn.Linear for m in copy.modules())
+    trained, _ = layer.begin_update(docs)  # training calls ignore the setting
+    np.testing.assert_allclose(trained[0], fp32[0], atol=1e-6)
+    set_precision(layer, "fp32")
+    np.testing.assert_array_equal(layer.predict(docs)[0], fp32[0])
+
+
 def test_piece_windows_cover_and_pick_the_most_central():
     windows, owner = plan_piece_windows(20, 6, 2)
     assert windows[0] == (0, 6) and windows[-1] == (14, 20)
@@ -192,6 +265,7 @@ def test_layer_pickles_without_its_cache(bert_dir):
     nlp = spacy.blank("en")
     docs = make_docs(nlp, ["Hana Suzuki will visit Nairobi .", ""])
     layer = embed_layer(bert_dir, docs, max_length=32, stride=4)
+    layer.begin_update(docs)  # training calls fill the cache
     out = layer.predict(docs)
     copy = pickle.loads(pickle.dumps(layer))
     assert len(get_module(layer).cache) == 1 and len(get_module(copy).cache) == 0
@@ -258,12 +332,79 @@ def test_frozen_features_are_cached_and_weights_stay(bert_dir, sample_examples):
     assert not torch.equal(mix_before, module.mix_weights.detach())  # the scalar mix still learns
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc (Linux)")
+def test_tagging_new_docs_neither_fills_the_cache_nor_grows_rss(bert_dir, sample_examples):
+    """A frozen pipeline tags 10,000 distinct docs: the cache holds what training put there and
+    nothing more, and RSS stays flat, where the old cache kept every doc's features."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bilstm_tagger", config=tagger_config(transformer_embed(bert_dir, layers=[0, 1, 2], freeze=True)))
+    examples = sample_examples["train"][:16]
+    nlp.initialize(lambda: examples)
+    _train(nlp, examples, epochs=1)
+    cache = get_module(_embed_node(nlp)).cache
+    trained = (len(cache), cache.nbytes)
+    assert trained[0] > 0
+    words = "the river bank near the lazy dog".split() * 4  # 28 tokens
+
+    def new_docs(first: int, n: int):
+        return (Doc(nlp.vocab, words=[str(i), *words]) for i in range(first, first + n))
+
+    for _ in nlp.pipe(new_docs(10**6, 512), batch_size=256):  # warm up the allocator and torch
+        pass
+    rss = _rss_bytes()
+    for _ in nlp.pipe(new_docs(0, 10_000), batch_size=256):
+        pass
+    growth = _rss_bytes() - rss
+    assert (len(cache), cache.nbytes) == trained
+    # What the old cache kept for these docs: 29 tokens x 3 layers x 32 floats, 11 kB a doc.
+    old_cost = 10_000 * 29 * 3 * 32 * 4
+    assert old_cost > 100e6
+    assert growth < 25e6, f"RSS grew by {growth / 1e6:.0f} MB"
+
+
+def test_training_fills_the_cache_and_tagging_reads_it(bert_dir, sample_examples):
+    """Training calls fill the cache and a second epoch reuses it (under autograd: the cached
+    tensors are not inference tensors); tagging a trained doc reads the cache, a new one does not
+    add to it, and both give the features a fresh computation gives."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bilstm_tagger", config=tagger_config(transformer_embed(bert_dir, layers=[1, 2], freeze=True)))
+    examples = sample_examples["train"][:32]
+    nlp.initialize(lambda: examples)
+    node = _embed_node(nlp)
+    module = get_module(node)
+    calls = []
+    module.transformer.register_forward_hook(lambda *args: calls.append(1))
+    _train(nlp, examples, epochs=1)
+    first_epoch, cached = len(calls), len(module.cache)
+    assert first_epoch == 2 and cached == len({tuple(t.text for t in eg.predicted) for eg in examples})
+    _train(nlp, examples, epochs=1)  # would raise if the cache held inference tensors
+    assert len(calls) == first_epoch
+    seen = [eg.predicted for eg in examples[:4]]
+    new = make_docs(spacy.blank("en"), ["a never seen doc", "and another one ."])
+    got = node.predict(seen + new)
+    assert len(calls) == first_epoch + 1 and len(module.cache) == cached  # only the new docs ran
+    from bilstm_tagger.ml.transformer import clear_feature_caches
+
+    clear_feature_caches(node)
+    for a, b in zip(got, node.predict(seen + new)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_cache_is_bounded(bert_dir):
     nlp = spacy.blank("en")
     docs = make_docs(nlp, [f"word {i}" for i in range(10)])
     layer = embed_layer(bert_dir, docs, cache_size=4)
-    layer.predict(docs)
+    layer.begin_update(docs)
     assert len(get_module(layer).cache) == 4
+    per_doc = get_module(layer).cache.nbytes // 4  # 3 tokens x 32 floats each
+    layer = embed_layer(bert_dir, docs, cache_bytes=3 * per_doc)
+    layer.begin_update(docs)
+    assert len(get_module(layer).cache) == 3 and get_module(layer).cache.nbytes == 3 * per_doc
 
 
 def test_fine_tuning_changes_weights_at_its_own_rate(bert_dir, sample_examples):
@@ -560,7 +701,8 @@ def test_clear_feature_caches_empties_the_frozen_cache(bert_dir):
     docs = make_docs(spacy.blank("en"), ["Ann lives in Oslo", "Bob too"])
     layer = embed_layer(bert_dir, docs, freeze=True)
     before = layer.predict(docs)
+    layer.begin_update(docs)
     cache = get_module(layer).cache
     assert len(cache) == 2
-    assert clear_feature_caches(layer) == 1 and len(cache) == 0
+    assert clear_feature_caches(layer) == 1 and len(cache) == 0 and cache.nbytes == 0
     np.testing.assert_allclose(layer.predict(docs)[0], before[0], atol=1e-6)  # recomputed, same features

