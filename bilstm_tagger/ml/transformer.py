@@ -293,6 +293,7 @@ class TransformerEmbedder(nn.Module):
         if freeze:
             self.transformer.requires_grad_(False)
         self.cache = FeatureCache()
+        self.trains_here = False  # set by the first training call in this process: see _features
 
     def __reduce__(self):
         # HF models carry hooks that do not pickle (nlp.pipe(n_process=N) under spawn): pickle the
@@ -475,16 +476,19 @@ def _features(model: Model, module: TransformerEmbedder, docs: List[Doc], is_tra
     keys = [tuple(token.text for token in doc) for doc in docs]
     found = {key: module.cache.get(key) for key in keys}
     missing = {key: doc for key, doc in zip(keys, docs) if found[key] is None}  # each distinct doc once
+    module.trains_here = module.trains_here or is_train
     if missing:
-        if is_train:
-            # Not inference_mode: cached tensors are read by later training steps under autograd,
-            # which cannot save inference tensors for backward.
-            with torch.no_grad():
+        if module.trains_here:
+            # Training calls, and the evaluations of a training run (the same dev docs every time),
+            # fill the cache, in float32 and outside inference_mode: cached tensors are read by later
+            # training steps under autograd, which cannot save inference tensors for backward.
+            with torch.inference_mode(False), torch.no_grad():
                 feats = compute(list(missing.values()))
             for key, value in zip(missing, feats):
                 module.cache.put(key, value, a["cache_size"], a["cache_bytes"])
         else:
-            # Tagging never fills the cache: new text seldom comes back, and every doc would cost memory.
+            # A pipeline that only tags never fills it: new text seldom comes back, and every doc
+            # would cost memory (4.6 kB a token with the bundled config).
             feats = tag(list(missing.values()))
         found.update(zip(missing, feats))
     return [found[key] for key in keys]

@@ -338,17 +338,19 @@ def _rss_bytes() -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="needs /proc (Linux)")
-def test_tagging_new_docs_neither_fills_the_cache_nor_grows_rss(bert_dir, sample_examples):
-    """A frozen pipeline tags 10,000 distinct docs: the cache holds what training put there and
-    nothing more, and RSS stays flat, where the old cache kept every doc's features."""
-    nlp = spacy.blank("en")
-    nlp.add_pipe("bilstm_tagger", config=tagger_config(transformer_embed(bert_dir, layers=[0, 1, 2], freeze=True)))
+def test_tagging_new_docs_neither_fills_the_cache_nor_grows_rss(bert_dir, sample_examples, tmp_path):
+    """A saved frozen pipeline, loaded, tags 10,000 distinct docs: its cache stays empty and RSS
+    stays flat, where the old cache kept every doc's features."""
+    trainer = spacy.blank("en")
+    trainer.add_pipe("bilstm_tagger", config=tagger_config(transformer_embed(bert_dir, layers=[0, 1, 2], freeze=True)))
     examples = sample_examples["train"][:16]
-    nlp.initialize(lambda: examples)
-    _train(nlp, examples, epochs=1)
+    trainer.initialize(lambda: examples)
+    _train(trainer, examples, epochs=1)
+    assert len(get_module(_embed_node(trainer)).cache) > 0
+    trainer.to_disk(tmp_path / "model")
+    nlp = spacy.load(tmp_path / "model")
     cache = get_module(_embed_node(nlp)).cache
     trained = (len(cache), cache.nbytes)
-    assert trained[0] > 0
     words = "the river bank near the lazy dog".split() * 4  # 28 tokens
 
     def new_docs(first: int, n: int):
@@ -369,8 +371,9 @@ def test_tagging_new_docs_neither_fills_the_cache_nor_grows_rss(bert_dir, sample
 
 def test_training_fills_the_cache_and_tagging_reads_it(bert_dir, sample_examples):
     """Training calls fill the cache and a second epoch reuses it (under autograd: the cached
-    tensors are not inference tensors); tagging a trained doc reads the cache, a new one does not
-    add to it, and both give the features a fresh computation gives."""
+    tensors are not inference tensors); tagging a trained doc reads the cache; in the training
+    process a new doc is cached too (spacy train evaluates the same dev docs again and again), and
+    the same pipeline loaded elsewhere caches nothing; all give the features a fresh computation gives."""
     nlp = spacy.blank("en")
     nlp.add_pipe("bilstm_tagger", config=tagger_config(transformer_embed(bert_dir, layers=[1, 2], freeze=True)))
     examples = sample_examples["train"][:32]
@@ -387,7 +390,9 @@ def test_training_fills_the_cache_and_tagging_reads_it(bert_dir, sample_examples
     seen = [eg.predicted for eg in examples[:4]]
     new = make_docs(spacy.blank("en"), ["a never seen doc", "and another one ."])
     got = node.predict(seen + new)
-    assert len(calls) == first_epoch + 1 and len(module.cache) == cached  # only the new docs ran
+    assert len(calls) == first_epoch + 1 and len(module.cache) == cached + 2  # only the new docs ran
+    node.predict(new)
+    assert len(calls) == first_epoch + 1  # an evaluation's second pass runs nothing
     from bilstm_tagger.ml.transformer import clear_feature_caches
 
     clear_feature_caches(node)
