@@ -54,8 +54,8 @@ def main(argv=None) -> int:
     from .threads import build_pipelines
 
     torch.set_num_threads(args.threads)
-    ours, peer, _ = build_pipelines(args.dataset, args.threads)
-    pipelines = {"bilstm (configs/ner.cfg)": ours, "spacy_efficiency": peer}
+    ours, peer, _ = build_pipelines(args.dataset, args.threads, precision="fp32")
+    pipelines = {"bilstm (configs/ner.cfg) [fp32]": ours, "spacy_efficiency": peer}
     groups = {name: 1 for name in pipelines}
     for precision in args.precision:
         pipelines[f"bilstm (configs/ner.cfg) [{precision}]"] = build_pipelines(args.dataset, args.threads, 1, precision)[0]

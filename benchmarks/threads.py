@@ -20,24 +20,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "threads.json"
 
 # name -> (torch_threads setting of the component, extra environment, precision)
 POLICIES = {
-    "1 thread": (1, {}, "fp32"),
-    "2 threads": (2, {}, "fp32"),
-    "2 threads, OMP_WAIT_POLICY=PASSIVE": (2, {"OMP_WAIT_POLICY": "PASSIVE"}, "fp32"),
-    "default (torch_threads = 0)": (0, {}, "fp32"),
-    "default, precision int8": (0, {}, "int8"),
-    "default, precision bf16": (0, {}, "bf16"),
+    "1 thread, fp32": (1, {}, "fp32"),
+    "2 threads, fp32": (2, {}, "fp32"),
+    "2 threads, fp32, OMP_WAIT_POLICY=PASSIVE": (2, {"OMP_WAIT_POLICY": "PASSIVE"}, "fp32"),
+    "torch_threads = 0, fp32": (0, {}, "fp32"),
+    "torch_threads = 0, int8": (0, {}, "int8"),
+    "default config (torch_threads = 0, precision auto)": (0, {}, "auto"),
 }
 
 
-def build_pipelines(dataset: str, torch_threads: int, limit: int = 0, precision: str = "fp32"):
-    """configs/ner.cfg (tagging in `precision`) and spaCy's efficiency `ner`, both initialized on 500
-    train sentences, and the test split's words (the first `limit` sentences; 0 = all)."""
+def build_pipelines(dataset: str, torch_threads: int, limit: int = 0, precision: Optional[str] = None):
+    """configs/ner.cfg (tagging in `precision`; None: the config's own) and spaCy's efficiency `ner`,
+    both initialized on 500 train sentences, and the test split's words (the first `limit`
+    sentences; 0 = all)."""
     import spacy
     from spacy.cli.init_config import init_config
     from spacy.training.initialize import init_nlp
@@ -46,7 +48,9 @@ def build_pipelines(dataset: str, torch_threads: int, limit: int = 0, precision:
     from bilstm_tagger.data.readers import create_hf_reader
 
     overrides = {"paths.dataset": dataset, "corpora.train.limit": 500, "corpora.dev.limit": 10,
-                 "components.bilstm_tagger.torch_threads": torch_threads, "components.bilstm_tagger.precision": precision}
+                 "components.bilstm_tagger.torch_threads": torch_threads}
+    if precision is not None:
+        overrides["components.bilstm_tagger.precision"] = precision
     ours = init_nlp(load_config(REPO / "configs" / "ner.cfg", overrides=overrides, interpolate=False))
     config = init_config(lang="en", pipeline=["ner"], optimize="efficiency", gpu=False, pretraining=False, silent=True)
     config["corpora"]["train"] = config["corpora"]["dev"] = {

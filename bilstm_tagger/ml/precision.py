@@ -83,13 +83,19 @@ def compute_context(model: Model, device: torch.device) -> ContextManager:
 
 def inference_module(model: Model, module: nn.Module) -> nn.Module:
     """The module a layer tags with: its int8 copy under "int8", else the module itself."""
-    if precision_of(model) != "int8":
+    if precision_of(model) != "int8" or _device(module).type != "cpu":  # dynamic int8 kernels are CPU-only
         return module
     shim = model.shims[0]
     cached: Optional[nn.Module] = getattr(shim, "inference_copy", None)
     if cached is None:
         cached = shim.inference_copy = _quantized(module)
     return cached
+
+
+def _device(module: nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _quantized(module: nn.Module) -> nn.Module:

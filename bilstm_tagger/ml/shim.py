@@ -78,6 +78,12 @@ class TorchShim(PyTorchShim):
         self.inference_copy = None
         super().finish_update(optimizer)
 
+    def __getstate__(self) -> dict:
+        # nlp.pipe(n_process=N) under spawn pickles the pipe: the int8 copy is rebuilt, not shipped.
+        state = self.__dict__.copy()
+        state.pop("inference_copy", None)
+        return state
+
     def from_bytes(self, bytes_data):
         self.inference_copy = None
         return super().from_bytes(bytes_data)

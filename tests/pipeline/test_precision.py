@@ -86,3 +86,19 @@ def test_quantize_refuses_what_it_cannot_do(source_dir, tmp_path):
     assert main(["quantize", str(blank), str(tmp_path / "y")]) == 1
     with pytest.raises(ConfigError, match="precision must be one of"):
         spacy.load(source_dir, config={"components": {"bilstm_tagger": {"precision": "half"}}})
+
+
+def test_an_int8_pipeline_tags_alike_in_spawned_workers(source_dir, test_docs):
+    import multiprocessing
+
+    nlp = spacy.load(source_dir, config={"components": {"bilstm_tagger": {"precision": "int8"}}})
+    texts = [doc.text for doc in test_docs[:40]]
+    one = [[(e.start, e.end, e.label_) for e in d.ents] for d in nlp.pipe(texts, batch_size=8)]
+    assert nlp.get_pipe("bilstm_tagger").model.get_ref("encoder").shims[0].inference_copy is not None
+    original = multiprocessing.get_start_method()
+    multiprocessing.set_start_method("spawn", force=True)  # what macOS and Windows use: the pipe is pickled
+    try:
+        two = [[(e.start, e.end, e.label_) for e in d.ents] for d in nlp.pipe(texts, batch_size=8, n_process=2)]
+    finally:
+        multiprocessing.set_start_method(original, force=True)
+    assert two == one
