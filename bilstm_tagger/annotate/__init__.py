@@ -31,6 +31,8 @@ def settings_of(args: AnnotateOptions, source) -> dict:
     }
     if args.marginals:  # only when on, so that runs from before the option still resume
         settings["marginals"] = True
+    if args.keep_tokens:
+        settings["keep_tokens"] = True
     return settings
 
 
@@ -40,8 +42,8 @@ def annotate(args: AnnotateOptions) -> int:
         if getattr(args, option) < minimum:
             print(f"error: --{option.replace('_', '-')} must be >= {minimum}", file=sys.stderr)
             return 2
-    if args.marginals and args.format != "parquet":
-        print("error: --marginals writes parquet shards (float16 columns); leave out --format or use --format parquet", file=sys.stderr)
+    if (args.marginals or args.keep_tokens) and args.format != "parquet":
+        print("error: --marginals and --keep-tokens write parquet shards (list and float16 columns); leave out --format or use --format parquet", file=sys.stderr)
         return 2
     if args.num_cpus_per_actor <= 0:
         print("error: --num-cpus-per-actor must be > 0", file=sys.stderr)

@@ -86,7 +86,7 @@ def test_marginals_sum_to_one_and_equal_the_pipes(model_dir, tokens_input, tmp_p
 def test_marginals_need_parquet_and_a_tagger(model_dir, tokens_input, tmp_path, capsys):
     path, _ = tokens_input
     assert main(["annotate", str(model_dir), str(path), str(tmp_path / "a"), "--marginals", "--format", "jsonl"]) == 2
-    assert "--marginals writes parquet" in capsys.readouterr().err
+    assert "--marginals and --keep-tokens write parquet" in capsys.readouterr().err
     blank = tmp_path / "blank"
     spacy.blank("en").to_disk(blank)
     assert main(["annotate", str(blank), str(path), str(tmp_path / "b"), "--marginals"]) == 1
