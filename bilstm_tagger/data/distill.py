@@ -82,10 +82,11 @@ def teacher_record(row: TeacherRow) -> dict:
 class DistillCorpus:
     """Callable corpus: the gold Examples (with teacher marginals where `teacher_gold` has the row), then the teacher rows."""
 
-    def __init__(self, gold: Optional[HFDatasetReader], teacher: Sequence[str], teacher_gold: Optional[str], teacher_limit: int) -> None:
+    def __init__(self, gold: Optional[HFDatasetReader], teacher: Sequence[str], teacher_gold: Optional[str], teacher_limit: int,
+                 split: str = "train") -> None:
         if gold is None and not teacher:
             raise DatasetError("DistillCorpus needs gold rows (path) or teacher rows (teacher), or both")
-        self.gold = gold
+        self.gold, self.split = gold, split
         self.rows: List[TeacherRow] = [row for folder in teacher for row in read_teacher_rows(folder, teacher_limit)]
         self.joined: Dict[str, TeacherRow] = {}
         if teacher_gold:
@@ -100,7 +101,8 @@ class DistillCorpus:
         if self.gold is not None:
             for row_id, words, tags in self.gold._rows():
                 eg = self.gold._example(nlp, [words], [tags], [])
-                teacher = self.joined.get(row_id)
+                # annotate derives SPLIT:ROW where the dataset has no id column; the gold reader, ROW
+                teacher = self.joined.get(row_id) or self.joined.get(f"{self.split}:{row_id}")
                 if teacher is not None and teacher.tokens == list(words):
                     eg.reference.user_data[TEACHER_KEY] = teacher_record(teacher)
                 elif teacher is not None:
@@ -147,4 +149,4 @@ def create_distill_reader(
     gold = None
     if path is not None:
         gold = HFDatasetReader(path, split, name, tokens_column, tags_column, target, spans_key, limit, revision)
-    return DistillCorpus(gold, list(teacher), teacher_gold, teacher_limit)
+    return DistillCorpus(gold, list(teacher), teacher_gold, teacher_limit, split)
