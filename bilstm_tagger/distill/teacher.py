@@ -13,6 +13,7 @@ from ..tags import tag_names
 from .options import DistillOptions
 
 SENTENCES_FILE = "unlabeled-sentences.parquet"
+SENTENCES_SETTINGS = "unlabeled-sentences.json"
 
 
 @dataclass
@@ -105,9 +106,17 @@ def write_sentences(options: DistillOptions, lang: str, target: Path) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..util.atomic import commit, tmp_name
+    from ..util.atomic import commit, tmp_name, write_json_atomic
 
+    settings = {"unlabeled": options.unlabeled, "split": options.unlabeled_split, "limit": options.unlabeled_limit,
+                "text_column": options.text_column, "tokens_column": options.tokens_column, "id_column": options.id_column, "lang": lang}
+    record = target.parent / SENTENCES_SETTINGS
     if target.is_file():
+        previous = json.loads(record.read_text(encoding="utf8")) if record.is_file() else None
+        if previous != settings:
+            changed = sorted(k for k in settings if (previous or {}).get(k) != settings[k])
+            raise AnnotateError(f"{target.parent} holds a teacher stage with other settings ({', '.join(changed)} differ); "
+                                "rerun with the same arguments to resume, or choose a new --output")
         return pq.ParquetFile(target).metadata.num_rows
     dataset, kind, column = open_unlabeled(options)
     rows = list(sentences(dataset, kind, column, options.id_column, options.unlabeled_limit, lang))
@@ -116,6 +125,7 @@ def write_sentences(options: DistillOptions, lang: str, target: Path) -> int:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(target)
     pq.write_table(pa.table({"id": [r[0] for r in rows], "tokens": [r[1] for r in rows]}), tmp)
+    write_json_atomic(record, settings)
     commit(tmp, target)
     return len(rows)
 

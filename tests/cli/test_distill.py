@@ -181,7 +181,7 @@ def test_distilled_student_beats_the_gold_only_student(teacher_dir, student_cfg,
     assert distil_f > gold_f + 0.1
 
 
-def test_teacher_stage_resumes_after_a_kill_with_nothing_lost_or_doubled(teacher_dir, student_cfg, tmp_path):
+def test_teacher_stage_resumes_after_a_kill_with_nothing_lost_or_doubled(teacher_dir, student_cfg, tmp_path, capsys):
     """SIGKILL a real `distill` halfway through its 3rd teacher shard, rerun; the shards equal an
     uninterrupted run's, every sentence once. The rerun's teacher is the student's own kind of model
     (self-training works the same way), and --section.key overrides reach the training."""
@@ -207,6 +207,10 @@ def test_teacher_stage_resumes_after_a_kill_with_nothing_lost_or_doubled(teacher
     for (i, t, p), (j, u, q) in zip(got, expected):
         assert (i, t) == (j, u) and np.allclose(p, q, atol=1e-3)
     assert (out / "model-best").is_dir()
+    # another unlabeled slice into the same output is refused, not mixed in
+    other = [a if a != "30" else "31" for a in base]
+    assert main([*other, "--output", str(out), *QUICK]) == 1
+    assert "other settings (limit differ)" in capsys.readouterr().err
     # self-training: the student's own earlier model as the teacher
     assert main(["distill", str(out / "model-best"), str(student_cfg), "--unlabeled", str(NEWS), "--unlabeled-limit", "5",
                  "--output", str(tmp_path / "self"), *QUICK]) == 0
