@@ -62,3 +62,20 @@ def test_the_component_trains_on_them_and_refuses_a_teacher_label_it_lacks(shard
     small.add_pipe("bilstm_tagger", config={"model": TINY_MODEL})
     with pytest.raises(LabelError, match="MISC"):
         small.get_pipe("bilstm_tagger").initialize(lambda: examples, nlp=small, labels=["LOC", "ORG", "PER"])
+
+
+def test_an_iob2_teacher_teaches_a_bilou_student(tmp_path):
+    """The student's BILOU marginals are summed into the IOB2 teacher's classes (B=B+U, I=I+L)."""
+    examples = read_examples(spacy.blank("en"), SAMPLE, "train")
+    teacher = train_pipeline({"model": TINY_MODEL, "torch_threads": 1, "scheme": "IOB2"}, examples, steps=10)
+    teacher.to_disk(tmp_path / "teacher")
+    words = [[t.text for t in eg.reference] for eg in examples[:12]]
+    pq.write_table(pa.table({"id": [f"u{i}" for i in range(12)], "tokens": words}), tmp_path / "u.parquet")
+    assert main(["annotate", str(tmp_path / "teacher"), str(tmp_path / "u.parquet"), str(tmp_path / "out"), "--marginals"]) == 0
+    reader = registry.readers.get("bilstm_tagger.DistillCorpus.v1")(path=str(SAMPLE), teacher=[str(tmp_path / "out")])
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bilstm_tagger", config={"model": TINY_MODEL, "torch_threads": 1, "scheme": "BILOU"})
+    egs = list(reader(nlp))
+    assert egs[-1].reference.user_data[TEACHER_KEY]["scheme"] == "IOB2"
+    optimizer = nlp.initialize(lambda: egs)
+    assert nlp.update(egs[-12:], sgd=optimizer)["bilstm_tagger"] > 0

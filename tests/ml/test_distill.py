@@ -2,11 +2,10 @@
 import numpy as np
 import pytest
 import torch
-from thinc.api import Model
 
 from bilstm_tagger.errors import LabelError
 from bilstm_tagger.ml import crf
-from bilstm_tagger.ml.decoder import CRFDecoder, SoftmaxDecoder, TaggerLoss, build_decoder
+from bilstm_tagger.ml.decoder import SoftmaxDecoder, TaggerLoss, build_decoder
 from bilstm_tagger.ml.distill import distill_loss, tag_mapping
 from bilstm_tagger.ml.shim import get_module
 from bilstm_tagger.tags import tag_names, transition_constraints
