@@ -23,7 +23,7 @@ REGISTERED = {
         "bilstm_tagger.TransformerEmbed.v1",
         "bilstm_tagger.ConcatEmbed.v1",
     },
-    "readers": {"bilstm_tagger.HFDataset.v1"},
+    "readers": {"bilstm_tagger.HFDataset.v1", "bilstm_tagger.DistillCorpus.v1"},
     "scorers": {"bilstm_tagger.seqeval_scorer.v1"},
     "misc": {"bilstm_tagger.epoch_steps.v1"},
     "schedules": {"bilstm_tagger.epoch_decay.v1"},

@@ -17,7 +17,7 @@ __all__ = ["annotate", "AnnotateOptions", "output_schema", "AnnotateError", "ENG
 
 def settings_of(args: AnnotateOptions, source) -> dict:
     """Everything that decides which rows go into which shard, and what a row holds."""
-    return {
+    settings = {
         "model": str(Path(args.model).resolve()),
         "input": args.input if source.kind == "hf" and not Path(args.input).exists() else str(Path(args.input).resolve()),
         "input_type": source.kind,
@@ -29,6 +29,11 @@ def settings_of(args: AnnotateOptions, source) -> dict:
         "shard_size": args.shard_size,
         "limit": args.limit,
     }
+    if args.marginals:  # only when on, so that runs from before the option still resume
+        settings["marginals"] = True
+    if args.keep_tokens:
+        settings["keep_tokens"] = True
+    return settings
 
 
 def annotate(args: AnnotateOptions) -> int:
@@ -37,6 +42,9 @@ def annotate(args: AnnotateOptions) -> int:
         if getattr(args, option) < minimum:
             print(f"error: --{option.replace('_', '-')} must be >= {minimum}", file=sys.stderr)
             return 2
+    if (args.marginals or args.keep_tokens) and args.format != "parquet":
+        print("error: --marginals and --keep-tokens write parquet shards (list and float16 columns); leave out --format or use --format parquet", file=sys.stderr)
+        return 2
     if args.num_cpus_per_actor <= 0:
         print("error: --num-cpus-per-actor must be > 0", file=sys.stderr)
         return 2

@@ -33,12 +33,21 @@ ENTITY_TYPE = pa.struct(
 )
 
 
-def output_schema(keep_text: bool) -> pa.Schema:
+def output_schema(keep_text: bool, marginals: Optional[dict] = None, keep_tokens: bool = False) -> pa.Schema:
+    """The shard schema; with `keep_tokens` also each doc's words (`tokens`); with `marginals` (the
+    metadata of `annotate --marginals`) the tokens and their tag probabilities (see annotate/marginals.py)."""
     fields = [("id", pa.string())]
     if keep_text:
         fields.append(("text", pa.string()))
     fields += [("n_tokens", pa.int32()), ("entities", pa.list_(ENTITY_TYPE))]
-    return pa.schema(fields)
+    if keep_tokens and marginals is None:
+        fields.append(("tokens", pa.list_(pa.string())))
+    schema = pa.schema(fields)
+    if marginals is not None:
+        from .marginals import with_marginals
+
+        schema = with_marginals(schema, marginals)
+    return schema
 
 
 @dataclass(frozen=True)
@@ -189,6 +198,23 @@ def tag(nlp, items: Sequence[Tuple[str, Any]], batch_size: int) -> Tuple[list, l
 
 def rows_table(rows: Iterable[dict], keep_text: bool) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=output_schema(keep_text))
+
+
+def tagged_table(tagged: Sequence[Tuple[str, Any]], keep_text: bool, marginals: Optional[dict] = None, keep_tokens: bool = False) -> pa.Table:
+    """The shard table of (id, doc) pairs; with `keep_tokens` also each doc's words, with `marginals`
+    metadata the words and their tag marginals."""
+    table = rows_table((doc_row(i, d, keep_text) for i, d in tagged), keep_text)
+    if marginals is None and not keep_tokens:
+        return table
+    tokens = pa.array([[t.text for t in doc] for _, doc in tagged], type=pa.list_(pa.string()))
+    table = table.append_column("tokens", tokens)
+    if marginals is None:
+        return table
+    from .marginals import doc_marginals, marginals_array
+
+    n_tags = len(marginals["tags"])
+    probs = marginals_array([doc_marginals(doc, marginals["component"], n_tags) for _, doc in tagged], n_tags)
+    return table.append_column("marginals", probs).cast(output_schema(keep_text, marginals))
 
 
 def peak_rss_kb() -> Optional[int]:

@@ -28,8 +28,8 @@ from .core import (
     WorkerStats,
     doc_row,
     load_pipeline,
-    rows_table,
     tag,
+    tagged_table,
 )
 from ..util.atomic import TMP_MARK, commit, tmp_name, write_json_atomic, write_jsonl_atomic
 
@@ -46,7 +46,7 @@ def shard_path(out: Path, index: int, fmt: str) -> Path:
 _WORKER: dict = {}
 
 
-def init_worker(model: str, threads: int) -> None:
+def init_worker(model: str, threads: int, marginals: bool = False, keep_tokens: bool = False) -> None:
     """Load the pipeline once per process. A failure is kept and raised by the first task: raising in a
     Pool initializer would make the pool restart the worker forever."""
     try:
@@ -56,7 +56,11 @@ def init_worker(model: str, threads: int) -> None:
             fix_process_threads(threads)
         stats = WorkerStats("local")
         started = time.time()
-        _WORKER.update(nlp=load_pipeline(model, stats), stats=stats, committed=0, error=None)
+        _WORKER.update(nlp=load_pipeline(model, stats), stats=stats, committed=0, error=None, marginals=None, keep_tokens=keep_tokens)
+        if marginals:
+            from .marginals import marginals_component, marginals_meta
+
+            _WORKER["marginals"] = marginals_meta(_WORKER["nlp"], marginals_component(_WORKER["nlp"], model))
         # Wall-clock times (not perf_counter) so the driver can compare them across processes.
         _WORKER.update(load_seconds=time.time() - started, ready_at=time.time())
     except Exception as err:  # noqa: BLE001
@@ -79,7 +83,7 @@ def process_shard(task) -> dict:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        pq.write_table(rows_table((doc_row(i, d, keep_text) for i, d in tagged), keep_text), tmp)
+        pq.write_table(tagged_table(tagged, keep_text, _WORKER.get("marginals"), _WORKER.get("keep_tokens", False)), tmp)
     elif fmt == "jsonl":
         with open(tmp, "w", encoding="utf8") as handle:
             for row_id, doc in tagged:
@@ -186,11 +190,11 @@ def run_local(args, source, settings: dict) -> int:
 
     try:
         if n_process == 1:
-            init_worker(args.model, 0)
+            init_worker(args.model, 0, args.marginals, args.keep_tokens)
             for task, n in tasks():
                 account(process_shard(task), n)
         else:
-            _run_pool(args.model, n_process, tasks(), account)
+            _run_pool(args.model, n_process, tasks(), account, args.marginals, args.keep_tokens)
     finally:
         progress.close()
     seconds = max(time.time() - loading["ready_at"], 0.0)  # 0 when every shard was already there
@@ -216,7 +220,7 @@ def _existing(out: Path, fmt: str) -> set:
     return {int(p.name[5:11]) for p in out.glob(f"part-*{suffix}") if p.name[5:11].isdigit()}
 
 
-def _run_pool(model: str, n_process: int, tasks, account) -> None:
+def _run_pool(model: str, n_process: int, tasks, account, marginals: bool = False, keep_tokens: bool = False) -> None:
     """N spawned workers, each loading the pipeline once; at most 2N shards in flight (bounded memory)."""
     import multiprocessing
 
@@ -225,7 +229,7 @@ def _run_pool(model: str, n_process: int, tasks, account) -> None:
     # has imported torch but never run a torch op here, so no OpenMP pool is inherited.
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     context = multiprocessing.get_context(method)
-    pool = context.Pool(n_process, initializer=init_worker, initargs=(model, 1))
+    pool = context.Pool(n_process, initializer=init_worker, initargs=(model, 1, marginals, keep_tokens))
     pending: deque = deque()
     try:
         for task, n in tasks:

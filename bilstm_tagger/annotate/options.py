@@ -24,6 +24,8 @@ class AnnotateOptions:
     id_column: str = "id"
     format: str = "parquet"
     keep_text: bool = False
+    marginals: bool = False
+    keep_tokens: bool = False
     batch_size: int = 256
     shard_size: int = 5000
     limit: int = 0

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..util.atomic import write_json_atomic, write_jsonl_atomic
-from .core import STATS_DIR_ENV, AnnotateError, WorkerStats, check_value, doc_row, load_pipeline, output_schema, tag
+from .core import STATS_DIR_ENV, AnnotateError, WorkerStats, check_value, load_pipeline, output_schema, tag, tagged_table
 from .local import ERRORS_DIR, SETTINGS_FILE
 
 # Test hook: the first actor to finish its N-th batch (N = KILL_AFTER_BATCHES_ENV, default 1) while the
@@ -35,7 +35,7 @@ KILL_AFTER_BATCHES_ENV = "BILSTM_TAGGER_ANNOTATE_TEST_KILL_ACTOR_AFTER_BATCHES"
 class RayAnnotator:
     """map_batches callable class: one pipeline per actor, pyarrow batches in and out."""
 
-    def __init__(self, model: str, id_column: str, column: str, kind: Optional[str], keep_text: bool, batch_size: int, threads: int, out: str, txt_root: Optional[str]):
+    def __init__(self, model: str, id_column: str, column: str, kind: Optional[str], keep_text: bool, batch_size: int, threads: int, out: str, txt_root: Optional[str], marginals: bool = False, keep_tokens: bool = False):
         from ..pipeline.threads import fix_process_threads
 
         # Threads = the actor's CPUs, fixed before the pipe loads so that its thread tuner keeps them.
@@ -46,12 +46,16 @@ class RayAnnotator:
         self.keep_text, self.batch_size = keep_text, batch_size
         self.errors_dir = Path(out) / ERRORS_DIR
         self.txt_root = txt_root
-        self.schema = output_schema(keep_text)
+        self.marginals = None
+        if marginals:
+            from .marginals import marginals_component, marginals_meta
+
+            self.marginals = marginals_meta(self.nlp, marginals_component(self.nlp, model))
+        self.keep_tokens = keep_tokens
+        self.schema = output_schema(keep_text, self.marginals, keep_tokens)
         self.batches = 0
 
     def __call__(self, batch):
-        import pyarrow as pa
-
         if self.txt_root is not None:  # read_binary_files: {bytes, path}
             ids = [Path(p).relative_to(self.txt_root).as_posix() for p in batch.column("path").to_pylist()]
             values = batch.column("bytes").to_pylist()
@@ -67,7 +71,7 @@ class RayAnnotator:
             self.errors_dir.mkdir(parents=True, exist_ok=True)
             piece = self.errors_dir / f"ray-{digest}.jsonl"
             write_jsonl_atomic(piece, errors)
-        table = pa.Table.from_pylist([doc_row(i, d, self.keep_text) for i, d in tagged], schema=self.schema)
+        table = tagged_table(tagged, self.keep_text, self.marginals, self.keep_tokens)
         self.batches += 1
         self._maybe_die(ids, len(tagged), len(errors), piece)
         self.stats.add(len(tagged), sum(len(doc) for _, doc in tagged), time.perf_counter() - started)
@@ -207,6 +211,7 @@ def run_ray(args) -> int:
             fn_constructor_kwargs=dict(
                 model=model, id_column=id_column, column=column, kind=kind, keep_text=args.keep_text,
                 batch_size=args.batch_size, threads=args.num_cpus_per_actor, out=str(out.resolve()), txt_root=txt_root,
+                marginals=args.marginals, keep_tokens=args.keep_tokens,
             ),
             batch_size=args.batch_size,
             batch_format="pyarrow",
@@ -226,7 +231,7 @@ def run_ray(args) -> int:
 
 
 def vars_of(args) -> dict:
-    keys = ("model", "input", "split", "name", "text_column", "tokens_column", "id_column", "keep_text", "limit", "concurrency", "num_cpus_per_actor", "batch_size")
+    keys = ("model", "input", "split", "name", "text_column", "tokens_column", "id_column", "keep_text", "marginals", "keep_tokens", "limit", "concurrency", "num_cpus_per_actor", "batch_size")
     return {k: getattr(args, k) for k in keys}
 
 

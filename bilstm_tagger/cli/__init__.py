@@ -1,6 +1,6 @@
 """Command line: `python -m bilstm_tagger COMMAND ...` (also installed as `bilstm-tagger`).
 
-Commands: train, evaluate, convert, vectors, annotate, explain, calibrate, quantize (each has
+Commands: train, evaluate, convert, vectors, annotate, explain, calibrate, quantize, distill (each has
 --help). Heavy imports (torch, spaCy, datasets) happen inside the commands, so --help
 is instant.
 """
@@ -11,7 +11,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..errors import BilstmTaggerError
-from . import annotate, calibrate, convert, evaluate, explain, quantize, train, vectors
+from . import annotate, calibrate, convert, distill, evaluate, explain, quantize, train, vectors
 from ._util import _Parser
 
 # What a user can fix (the package's own errors, files, spaCy's config checks): one `error:` line.
@@ -20,7 +20,7 @@ _FAILURES: tuple = (BilstmTaggerError, OSError)
 
 # Each adds its subcommand (in this order in --help); the parsed arguments go to the `func` it sets.
 _COMMANDS = (train.add_parser, evaluate.add_parser, convert.add_parser, vectors.add_parser, annotate.add_parser,
-             explain.add_parser, calibrate.add_parser, quantize.add_parser)
+             explain.add_parser, calibrate.add_parser, quantize.add_parser, distill.add_parser)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,6 +45,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=FORMATS, default="parquet", help="output shard format")
     p.add_argument("--keep-text", action="store_true", default=False, help="also write each doc's text, which the char offsets index")
+    p.add_argument(
+        "--marginals", action="store_true", default=False,
+        help="also write each row's tokens and, per token, the tagger's probability of every tag (float16; CRF: exact "
+        "forward-backward marginals under the saved temperature and decision bias); tag names in the shard metadata",
+    )
+    p.add_argument("--keep-tokens", action="store_true", default=False, help="also write each doc's words (`tokens`), which the token offsets index")
     p.add_argument("--batch-size", type=int, default=256, help="docs per nlp.pipe batch (and per Ray map_batches call)")
     p.add_argument("--shard-size", type=int, default=5000, help="input rows per output shard (the unit of resumption)")
     p.add_argument("--limit", type=int, default=0, help="read at most this many input rows, bad ones included (0 = all)")

@@ -40,13 +40,18 @@ def run(args: argparse.Namespace, overrides: Dict) -> int:
 
 def train(config_path: str, output: str, overrides: Optional[Dict] = None) -> int:
     """spaCy's training loop with crash-safe checkpoints (see bilstm_tagger.checkpoints)."""
+    from spacy.util import load_config
+
+    return train_config(load_config(config_path, overrides=overrides or {}, interpolate=False), output)
+
+
+def train_config(config, output: str) -> int:
+    """`train` on a loaded (uninterpolated) config: spaCy's loop, model-best and model-last saved atomically."""
     from spacy.training.initialize import init_nlp
     from spacy.training.loop import train as train_loop
-    from spacy.util import load_config
 
     from .. import checkpoints  # noqa: F401  (registers the logger)
 
-    config = load_config(config_path, overrides=overrides or {}, interpolate=False)
     config["training"]["logger"] = {
         "@loggers": "bilstm_tagger.CheckpointLogger.v1",
         "output_path": str(output),

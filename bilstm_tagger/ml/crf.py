@@ -16,7 +16,7 @@ log-softmaxed emissions: the tokens are then independent, so the same routines s
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -101,6 +101,46 @@ def marginals(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tenso
     log_z = torch.logsumexp(_last(alphas, mask) + end, dim=1)
     probs = torch.exp(alphas + betas - log_z[:, None, None])
     return probs * mask.unsqueeze(-1).to(probs.dtype)
+
+
+def log_marginals(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor) -> Tensor:
+    """log P(tag_t = j | x) by forward-backward in log space, (batch, time, L); rows of padding are 0.
+    Differentiable by autograd; with finite (IMPOSSIBLE) forbidden scores every entry stays finite."""
+    alphas = forward_alphas(emissions, mask, start, transitions)
+    betas = backward_betas(emissions, mask, transitions, end)
+    log_z = torch.logsumexp(_last(alphas, mask) + end, dim=1)
+    return (alphas + betas - log_z[:, None, None]).masked_fill(~mask.unsqueeze(-1), 0.0)
+
+
+def project_log_probs(log_probs: Tensor, projection: Optional[Tensor]) -> Tensor:
+    """log of the probabilities summed into classes: out[..., c] = log sum_{j: projection[j, c]} p[..., j].
+
+    `projection` (L, C) is boolean (each tag in at most one class), e.g. BILOU tags into IOB2 classes
+    (B=B+U, I=I+L); None keeps the tags as they are."""
+    if projection is None:
+        return log_probs
+    weights = torch.where(projection, torch.zeros((), dtype=log_probs.dtype, device=log_probs.device),
+                          torch.full((), IMPOSSIBLE, dtype=log_probs.dtype, device=log_probs.device))
+    return torch.logsumexp(log_probs.unsqueeze(-1) + weights, dim=-2)
+
+
+def soft_cross_entropy(log_probs: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
+    """-sum_t sum_c q[t, c] log p[t, c] per sequence (batch,), over the real tokens only."""
+    terms = (targets * log_probs).sum(-1)
+    return -torch.where(mask, terms, torch.zeros((), dtype=terms.dtype, device=terms.device)).sum(1)
+
+
+def marginal_cross_entropy(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor, targets: Tensor,
+                           projection: Optional[Tensor] = None, temperature: float = 1.0) -> Tensor:
+    """Cross-entropy from target token marginals q (batch, time, C) to the CRF's own exact marginals p,
+    -sum_t sum_c q[t, c] log p[t, c] per sequence (batch,), with every score divided by `temperature`
+    and the CRF's tag marginals summed into the target's classes by `projection` (see project_log_probs).
+
+    Forbidden moves must be finite (IMPOSSIBLE), not -inf, so that gradients stay finite. Its gradient
+    is zero where p equals q: sum_c p[t, c] = 1 at every t whatever the scores."""
+    scaled = [x / temperature for x in (emissions, start, transitions, end)]
+    log_p = project_log_probs(log_marginals(scaled[0], mask, *scaled[1:]), projection)
+    return soft_cross_entropy(log_p, targets, mask)
 
 
 def path_scores(emissions: Tensor, mask: Tensor, start: Tensor, transitions: Tensor, end: Tensor, paths: Tensor) -> Tensor:

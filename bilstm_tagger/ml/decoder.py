@@ -195,18 +195,24 @@ def crf_allowed(model: Model) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 class TaggerLoss(Loss):
-    """Per-token loss of the decoder (CRF negative log-likelihood or softmax cross-entropy).
+    """Per-token loss of the decoder (CRF negative log-likelihood or softmax cross-entropy), plus the
+    distillation term where docs carry teacher marginals.
 
     Called like thinc's losses: `d_scores, loss = TaggerLoss(decoder)(scores, truths)`,
-    with truths as numpy tag ids per doc, -1 where the gold tag is missing. The
-    CRF's own parameters get their gradients here; `finish_update` applies them.
+    with truths as numpy tag ids per doc, -1 where the gold tag is missing. `teachers` (optional, one
+    per doc) holds None or (class targets (n_tokens, C), ml.distill.TagMapping): such a doc adds
+    `distill_weight` x the cross-entropy from the targets to the model's own marginals (scores divided
+    by `distill_temperature`; see ml/distill.py). A doc without any known gold tag gets only that term.
+    Both terms are summed over tokens and divided by the batch's token count. The CRF's own parameters
+    get their gradients here; `finish_update` applies them.
     """
 
-    def __init__(self, decoder: Model) -> None:
+    def __init__(self, decoder: Model, distill_weight: float = 1.0, distill_temperature: float = 1.0) -> None:
         self.decoder = decoder
+        self.distill_weight, self.distill_temperature = float(distill_weight), float(distill_temperature)
 
-    def __call__(self, guesses: List[Floats2d], truths: List[Ints1d]) -> Tuple[List[Floats2d], float]:
-        return self._compute(guesses, truths)
+    def __call__(self, guesses: List[Floats2d], truths: List[Ints1d], teachers: Optional[list] = None) -> Tuple[List[Floats2d], float]:
+        return self._compute(guesses, truths, teachers)
 
     def get_grad(self, guesses: List[Floats2d], truths: List[Ints1d]) -> List[Floats2d]:
         return self._compute(guesses, truths)[0]
@@ -214,7 +220,7 @@ class TaggerLoss(Loss):
     def get_loss(self, guesses: List[Floats2d], truths: List[Ints1d]) -> float:
         return self._compute(guesses, truths)[1]
 
-    def _compute(self, guesses: List[Floats2d], truths: List[Ints1d]) -> Tuple[List[Floats2d], float]:
+    def _compute(self, guesses: List[Floats2d], truths: List[Ints1d], teachers: Optional[list] = None) -> Tuple[List[Floats2d], float]:
         ops = self.decoder.ops
         d_guesses = [ops.alloc2f(*g.shape) for g in guesses]
         live = [i for i, g in enumerate(guesses) if len(g)]
@@ -231,9 +237,42 @@ class TaggerLoss(Loss):
         gold = torch.full(mask.shape, -1, dtype=torch.long)
         for row, i in enumerate(live):
             gold[row, : len(truths[i])] = torch.from_numpy(np.asarray(truths[i], dtype=np.int64))
+        gold = gold.to(device)
         n_tokens = max(int(mask.sum()), 1)
-        loss = module.loss(emissions, mask, gold.to(device)) / n_tokens
+        has_gold = ((gold >= 0) & mask).any(1)
+        loss = emissions.new_zeros(())
+        if bool(has_gold.all()):
+            loss = module.loss(emissions, mask, gold)
+        elif bool(has_gold.any()):
+            loss = module.loss(emissions[has_gold], mask[has_gold], gold[has_gold])
+        if teachers is not None and self.distill_weight:
+            loss = loss + self.distill_weight * self._distill(module, emissions, mask, [teachers[i] for i in live], device)
+        loss = loss / n_tokens
+        if not loss.requires_grad:
+            return d_guesses, float(loss.item())
         loss.backward()
         for row, i in enumerate(live):
             d_guesses[i] = torch2xp(emissions.grad[row, : len(guesses[i])], ops=ops)
         return d_guesses, float(loss.item())
+
+    def _distill(self, module: nn.Module, emissions: torch.Tensor, mask: torch.Tensor, teachers: list, device) -> torch.Tensor:
+        """The summed distillation term of the rows that have teacher targets, one batch per tag mapping."""
+        from .distill import distill_loss
+
+        total = emissions.new_zeros(())
+        groups: dict = {}
+        for row, teacher in enumerate(teachers):
+            if teacher is not None:
+                groups.setdefault(id(teacher[1]), []).append(row)
+        for rows in groups.values():
+            mapping = teachers[rows[0]][1]
+            targets = emissions.new_zeros(len(rows), emissions.shape[1], len(mapping.classes))
+            for k, row in enumerate(rows):
+                q = teachers[row][0]
+                if len(q) != int(mask[row].sum()):
+                    raise ValueError(f"bilstm_tagger: a doc of {int(mask[row].sum())} tokens has teacher marginals for {len(q)} tokens")
+                targets[k, : len(q)] = torch.from_numpy(np.asarray(q, dtype=np.float32)).to(device)
+            projection = None if mapping.student is None else torch.from_numpy(mapping.student).to(device)
+            index = torch.tensor(rows, device=device)
+            total = total + distill_loss(module, emissions[index], mask[index], targets, projection, self.distill_temperature)
+        return total

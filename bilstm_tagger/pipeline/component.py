@@ -31,6 +31,7 @@ from thinc.api import Config, Model, Optimizer
 
 from ..errors import ConfigError, DatasetError, LabelError, ModelLoadError, WeightsError
 from ..ml import PRECISIONS, resolve_precision, set_precision
+from ..ml.distill import TEACHER_KEY, MappingCache, teacher_targets
 from ..ml import TaggerLoss, check_vectors, crf_scores, decode, is_initialized, load_tagger_bytes, set_transition_constraints
 from ..util.atomic import atomic_write
 from .confidence import (ScoreContext, get_records, make_record, record_confidences, record_raw_scores, record_spans,
@@ -43,7 +44,8 @@ WEIGHTS_FILE = "model"
 CFG_FILE = "cfg"
 # Settings that only change what inference writes (or how training evaluates): the config given at load
 # time wins over the saved cfg.
-RUNTIME_SETTINGS = ("alternatives_key", "alternatives_k", "alternatives_threshold", "min_confidence", "fit_decision_during_training")
+RUNTIME_SETTINGS = ("alternatives_key", "alternatives_k", "alternatives_threshold", "min_confidence", "fit_decision_during_training",
+                    "distill_weight", "distill_temperature")
 
 DEFAULT_MODEL = Config().from_str(
     """
@@ -108,6 +110,8 @@ class BiLSTMTagger(TrainablePipe):
         min_confidence: Thresholds = None,
         fit_decision_during_training: bool = False,
         precision: str = "fp32",
+        distill_weight: float = 1.0,
+        distill_temperature: float = 1.0,
     ) -> None:
         """Create the pipe; a factory (`bilstm_tagger`, `bilstm_spans`, `bilstm_tags`, `bilstm_pos`) calls this.
 
@@ -132,6 +136,9 @@ class BiLSTMTagger(TrainablePipe):
         precision (str): what tagging computes in: "fp32", "bf16", "int8" (LSTM and linear layers), or
             "auto" (bf16 on CPUs that compute it natively, else fp32). Training always runs in float32.
             Read from the config at every load, never from the saved cfg: see ml/precision.py.
+        distill_weight (float): training on examples that carry teacher marginals (`bilstm_tagger.DistillCorpus.v1`):
+            the weight of the cross-entropy from the teacher's token marginals to the model's own (ml/distill.py).
+        distill_temperature (float): the model's scores are divided by this in that term.
         """
         self.task: Task = get_task(target, scheme, spans_key)
         if torch_threads < 0:
@@ -140,6 +147,8 @@ class BiLSTMTagger(TrainablePipe):
             raise ConfigError("bilstm_tagger: alternatives_key needs a span task (ents or spans) and a key other than spans_key")
         if alternatives_k < 2 or not 0.0 <= alternatives_threshold <= 1.0:
             raise ConfigError("bilstm_tagger: alternatives_k must be >= 2 and alternatives_threshold in [0, 1]")
+        if distill_weight < 0 or not distill_temperature > 0:
+            raise ConfigError("bilstm_tagger: distill_weight must be >= 0 and distill_temperature > 0")
         min_confidence = check_thresholds(min_confidence)
         if min_confidence is not None:
             _require_span_task(self.task, "min_confidence")
@@ -160,7 +169,10 @@ class BiLSTMTagger(TrainablePipe):
             "temperature": None,  # set by `python -m bilstm_tagger calibrate`
             "decision_bias": None,  # set by `python -m bilstm_tagger calibrate`: see pipeline/decision.py
             "fit_decision_during_training": bool(fit_decision_during_training),
+            "distill_weight": float(distill_weight),
+            "distill_temperature": float(distill_temperature),
         }
+        self._mappings = None
         self._updated_since_score = False
         self._tag_index: Optional[Dict[str, int]] = None
         self._threads_set_in: Optional[int] = None
@@ -237,6 +249,17 @@ class BiLSTMTagger(TrainablePipe):
         self.model.initialize(X=doc_sample)
         self._set_constraints()
         self.cfg["min_confidence"] = check_thresholds(self.cfg["min_confidence"], self.labels)
+        self._mappings = None
+        self._check_teachers(get_examples)
+
+    def _check_teachers(self, get_examples: Callable[[], Iterable[Example]]) -> None:
+        """Every teacher tag set among the examples must fit this pipe's labels (checked before training)."""
+        seen = set()
+        for eg in get_examples():
+            record = eg.reference.user_data.get(TEACHER_KEY) if eg.reference.user_data else None
+            if record is not None and (tuple(record["tags"]), record["scheme"]) not in seen:
+                seen.add((tuple(record["tags"]), record["scheme"]))
+                self.check_teacher(record["tags"], record["scheme"])
 
     def _set_constraints(self) -> None:
         constraints = self.task.constraints(self.tags)
@@ -413,9 +436,23 @@ class BiLSTMTagger(TrainablePipe):
         RETURNS (Tuple[float, List[Floats2d]]): the loss and the gradient.
         """
         validate_examples(examples, "BiLSTMTagger.get_loss")
+        examples = list(examples)
         truths = [self.task.gold_ids(eg, self.tag_index) for eg in examples]
-        d_scores, loss = TaggerLoss(self.model.get_ref("decoder"))(scores, truths)
+        records = [eg.reference.user_data.get(TEACHER_KEY) if eg.reference.user_data else None for eg in examples]
+        teachers = teacher_targets(records, self._mapping_cache()) if any(r is not None for r in records) else None
+        loss_fn = TaggerLoss(self.model.get_ref("decoder"), self.cfg.get("distill_weight", 1.0), self.cfg.get("distill_temperature", 1.0))
+        d_scores, loss = loss_fn(scores, truths, teachers)
         return loss, d_scores
+
+    def _mapping_cache(self) -> MappingCache:
+        """How teacher marginals meet this pipe's tags (ml/distill.py); rebuilt when the tags change."""
+        if self._mappings is None or self._mappings.student_tags != self.tags:
+            self._mappings = MappingCache(self.tags, self.task.scheme)
+        return self._mappings
+
+    def check_teacher(self, tags: Sequence[str], scheme: str) -> None:
+        """Refuse (LabelError) teacher marginals over tags this pipe cannot learn from."""
+        self._mapping_cache().get(tags, scheme)
 
     def score(self, examples: Iterable[Example], **kwargs) -> Dict[str, object]:
         """Score a batch of examples with the component's scorer (seqeval for span tasks).
@@ -576,6 +613,8 @@ _COMMON = {
     "min_confidence": None,
     "fit_decision_during_training": False,
     "precision": "fp32",
+    "distill_weight": 1.0,
+    "distill_temperature": 1.0,
 }
 
 
@@ -589,6 +628,7 @@ def make_bilstm_tagger(
     nlp: Language, name: str, model: Model, target: str, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable],
     alternatives_key: Optional[str] = None, alternatives_k: int = 5, alternatives_threshold: float = 0.05,
     min_confidence: Thresholds = None, fit_decision_during_training: bool = False, precision: str = "fp32",
+    distill_weight: float = 1.0, distill_temperature: float = 1.0,
 ) -> BiLSTMTagger:
     """BiLSTM(-CRF) named entity recognizer writing doc.ents.
 
@@ -606,7 +646,7 @@ def make_bilstm_tagger(
         nlp.vocab, model, name, target=target, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer,
         alternatives_key=alternatives_key, alternatives_k=alternatives_k, alternatives_threshold=alternatives_threshold,
         min_confidence=min_confidence, fit_decision_during_training=fit_decision_during_training,
-        precision=precision,
+        precision=precision, distill_weight=distill_weight, distill_temperature=distill_temperature,
     )
 
 
@@ -615,12 +655,13 @@ def _task_factory(task_name: str) -> Callable:
         nlp: Language, name: str, model: Model, scheme: str, spans_key: str, torch_threads: int, scorer: Optional[Callable],
         alternatives_key: Optional[str] = None, alternatives_k: int = 5, alternatives_threshold: float = 0.05,
         min_confidence: Thresholds = None, fit_decision_during_training: bool = False, precision: str = "fp32",
+        distill_weight: float = 1.0, distill_temperature: float = 1.0,
     ) -> BiLSTMTagger:
         return BiLSTMTagger(
             nlp.vocab, model, name, target=task_name, scheme=scheme, spans_key=spans_key, torch_threads=torch_threads, scorer=scorer,
             alternatives_key=alternatives_key, alternatives_k=alternatives_k, alternatives_threshold=alternatives_threshold,
             min_confidence=min_confidence, fit_decision_during_training=fit_decision_during_training,
-            precision=precision,
+            precision=precision, distill_weight=distill_weight, distill_temperature=distill_temperature,
         )
 
     make.__name__ = f"make_{TASKS[task_name].factory}"

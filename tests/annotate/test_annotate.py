@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -390,3 +391,28 @@ def test_a_folder_of_split_files_is_read_as_a_dataset_split(model_dir, tmp_path)
     assert annotate(model_dir, SAMPLE, tmp_path / "out", "--split", "test") == 0
     rows = rows_of(tmp_path / "out")
     assert len(rows) == 150 and all(r["id"].startswith("test-") for r in rows)
+
+
+def test_ray_marginals_equal_local(model_dir, parquet_input, ray_session, tmp_path):
+    """--marginals on Ray: the same tokens and float16 marginals as the local engine, tag names in each shard."""
+    from bilstm_tagger.annotate.marginals import read_marginals, read_meta
+
+    assert annotate(model_dir, parquet_input, tmp_path / "local", "--marginals") == 0
+    args = ("--engine", "ray", "--concurrency", 1, "--num-cpus-per-actor", 1, "--batch-size", 64, "--marginals")
+    assert annotate(model_dir, parquet_input, tmp_path / "ray", *args) == 0
+
+    def by_id(out):
+        found = {}
+        for f in sorted(glob.glob(str(out / "*.parquet"))):
+            table = pq.read_table(f)
+            meta = read_meta(table.schema)
+            assert meta is not None and meta["tags"][0] == "O"
+            for row, p in zip(table.select(["id", "tokens"]).to_pylist(), read_marginals(table.column("marginals"), len(meta["tags"]))):
+                found[row["id"]] = (row["tokens"], p)
+        return found
+
+    local, distributed = by_id(tmp_path / "local"), by_id(tmp_path / "ray")
+    assert sorted(local) == sorted(distributed) and len(local) == 150
+    for row_id, (tokens, p) in local.items():
+        assert distributed[row_id][0] == tokens
+        np.testing.assert_allclose(distributed[row_id][1], p, atol=1e-3)

@@ -37,7 +37,7 @@ def _entries(help_text: str) -> Dict[str, str]:
 
 
 def test_every_command_is_covered():
-    assert set(COMMANDS) == {"train", "evaluate", "convert", "vectors", "annotate", "explain", "calibrate", "quantize"}
+    assert set(COMMANDS) == {"train", "evaluate", "convert", "vectors", "annotate", "explain", "calibrate", "quantize", "distill"}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
