@@ -8,7 +8,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     qp = subparsers.add_parser(
         "quantize", help="write a copy of a pipeline whose taggers tag in int8 or bf16",
         description="Write a copy of MODEL whose bilstm_tagger components tag in reduced precision. int8: dynamic "
-        "int8 LSTM and linear layers (transformer embedders' too), the fastest here; bf16: autocast, for CPUs with "
+        "int8 LSTM and linear layers of the encoder (a transformer embedder stays float32), the fastest here but batch-dependent; bf16: autocast, for CPUs with "
         "AVX512-BF16 or AMX. The copy loads with spacy.load; its meta.json records what was reduced.",
     )
     qp.add_argument("model", help="trained pipeline directory")

@@ -7,7 +7,7 @@ only at inference; training always runs in float32:
 - "bf16": the layer's forward runs under `torch.autocast(dtype=bfloat16)`, so
   matrix products and the LSTM run in bfloat16 on CPUs with AVX512-BF16 or
   AMX (elsewhere torch emulates it, slowly). The weights stay float32.
-- "int8": dynamic int8 quantization of the LSTM/GRU and linear layers, built at
+- "int8": dynamic int8 quantization of the encoder's LSTM/GRU and linear layers, built at
   load time from the float32 weights and cached on the layer's shim until the
   weights change. The saved pipeline keeps float32 weights, so it does not
   depend on torch's quantized-tensor format, which torch has deprecated; where
@@ -82,7 +82,8 @@ def compute_context(model: Model, device: torch.device) -> ContextManager:
 
 
 def inference_module(model: Model, module: nn.Module) -> nn.Module:
-    """The module a layer tags with: its int8 copy under "int8", else the module itself."""
+    """The module a layer tags with: its int8 copy under "int8", else the module itself (the
+    encoder calls this; a transformer embedder does not, and stays float32 under int8)."""
     if precision_of(model) != "int8" or _device(module).type != "cpu":  # dynamic int8 kernels are CPU-only
         return module
     shim = model.shims[0]
@@ -124,10 +125,16 @@ def reduced_layers(model: Model, precision: str) -> dict:
     {"reduced": ["LSTM", "Linear", ...], "float32": [...]}."""
     types = sorted({type(m).__name__ for node in model.walk() for shim in node.shims
                     if getattr(shim, "_model", None) is not None for m in shim._model.modules() if any(True for _ in m.parameters(recurse=False))})
-    if precision == "int8":
-        projected = any(_has_projection(shim._model) for node in model.walk() for shim in node.shims
-                        if getattr(shim, "_model", None) is not None)
+    if precision == "int8":  # the encoder's layers only: see inference_module
+        encoder = [shim._model for node in model.walk() if node.name == "birnn_encoder" for shim in node.shims
+                   if getattr(shim, "_model", None) is not None]
+        projected = any(_has_projection(m) for m in encoder)
         names = {t.__name__ for t in _INT8_TYPES if not (t is nn.LSTM and projected)}
+        types = sorted(set(types) | {type(m).__name__ for e in encoder for m in e.modules()
+                                     if any(True for _ in m.parameters(recurse=False))})
+        in_encoder = {type(m).__name__ for e in encoder for m in e.modules()}
+        return {"reduced": [t for t in types if t in names and t in in_encoder],
+                "float32": [t for t in types if not (t in names and t in in_encoder)]}
     elif precision == "bf16":  # what autocast runs in bfloat16 among our layers
         names = {"LSTM", "GRU", "Linear", "Conv1d", "MultiheadAttention"}
     else:

@@ -46,7 +46,7 @@ from thinc.types import Floats2d
 from torch import nn
 
 from ..errors import ConfigError, HubUnreachableError
-from .precision import compute_context, inference_module
+from .precision import compute_context
 from .shim import (
     TorchShim, _deserialize, _serialize, embedder_output, get_module, module_bytes, module_device, module_from_bytes, set_module,
     torch_module,
@@ -464,10 +464,11 @@ def _features(model: Model, module: TransformerEmbedder, docs: List[Doc], is_tra
         return run_windows(module, doc_pieces(module.tokenizer, batch), a["max_length"], a["stride"], a["pooling"], transformer)
 
     def tag(batch: List[Doc]) -> List[torch.Tensor]:
-        # Tagging runs in the layer's precision (bf16 autocast, or an int8 copy of the transformer);
-        # training and the features it caches stay float32.
+        # Tagging runs under the layer's bf16 autocast when set; training and the features it caches
+        # stay float32. int8 leaves the transformer in float32: dynamic int8 cost a frozen
+        # all-MiniLM-L6-v2 pipeline 0.66 CoNLL-2003 test F1 (bf16: none; benchmarks/README.md, Speed).
         with torch.inference_mode(), compute_context(model, module_device(module)):
-            return compute(batch, inference_module(model, module.transformer))
+            return compute(batch)
 
     if not module.freeze:
         module.train(is_train)

@@ -202,22 +202,20 @@ def test_length_chunks_sort_rows_and_respect_the_budget():
     assert length_chunks([], 24) == []
 
 
-@pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_reduced_precision_changes_tagging_only_and_leaves_training_in_float32(bert_dir, precision):
+def test_bf16_changes_tagging_only_and_int8_leaves_the_transformer_in_float32(bert_dir):
     from bilstm_tagger.ml.precision import set_precision
 
     docs = make_docs(spacy.blank("en"), ["Hana Suzuki will visit Nairobi next week .", "a b"])
     layer = embed_layer(bert_dir, docs, cache_size=0)
     fp32 = layer.predict(docs)
-    set_precision(layer, precision)
+    set_precision(layer, "bf16")
     reduced = layer.predict(docs)
     assert not np.array_equal(reduced[0], fp32[0])
-    np.testing.assert_allclose(reduced[0], fp32[0], atol=0.15)
-    if precision == "int8":  # the transformer's linear layers ran quantized, in a copy
-        copy = layer.shims[0].inference_copy
-        assert copy is not None and not any(type(m) is torch.nn.Linear for m in copy.modules())
+    np.testing.assert_allclose(reduced[0], fp32[0], atol=0.1)
     trained, _ = layer.begin_update(docs)  # training calls ignore the setting
     np.testing.assert_allclose(trained[0], fp32[0], atol=1e-6)
+    set_precision(layer, "int8")  # int8 cost MiniLM 0.66 test F1: the transformer stays float32
+    np.testing.assert_array_equal(layer.predict(docs)[0], fp32[0])
     set_precision(layer, "fp32")
     np.testing.assert_array_equal(layer.predict(docs)[0], fp32[0])
 
