@@ -12,17 +12,15 @@ Face token-classification dataset with `tokens` and `ner_tags` columns.
 """
 from __future__ import annotations
 
+from . import pin_threads
+
 import argparse
-import os
 import sys
 
 
 def _set_threads(n: int) -> None:
     # Must happen before numpy/torch start their thread pools.
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(n)
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    pin_threads(n)
 
 
 def _parse_budget(text: str) -> float:

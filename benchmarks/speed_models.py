@@ -15,9 +15,10 @@ Writes benchmarks/results/<dataset>/speed_models.json.
 """
 from __future__ import annotations
 
+from . import pin_threads
+
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -36,10 +37,7 @@ def main(argv=None) -> int:
                         help="also time each pipeline tagging in these precisions")
     parser.add_argument("--f1", action="store_true", help="score each trained system (and variant) on the test split")
     args = parser.parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    pin_threads(args.threads)
 
     import spacy
     import torch

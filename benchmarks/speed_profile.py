@@ -15,6 +15,8 @@ Writes benchmarks/results/speed_profile_<threads>t[_<precision>].json.
 """
 from __future__ import annotations
 
+from . import pin_threads
+
 import argparse
 import json
 import os
@@ -70,8 +72,7 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "int8", "bf16"])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
+    pin_threads(args.threads)
 
     import spacy
     import torch

@@ -16,9 +16,10 @@ benchmarks/results/transformer_speed.json.
 """
 from __future__ import annotations
 
+from . import pin_threads
+
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -61,10 +62,7 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", nargs="*", default=[], choices=["int8", "bf16"],
                         help="also time the pipeline tagging in these precisions")
     args = parser.parse_args(argv)
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(args.threads)
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    pin_threads(args.threads)
 
     import spacy
     import torch
