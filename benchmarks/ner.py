@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--group-sentences", type=int, default=None, metavar="N",
                     help="document context: up to N consecutive rows per Doc in training, validation and scoring "
                     "(default: the system's own, 1 for most)")
+    tr.add_argument("--teacher", default=None, help="distilled systems: the teacher/ folder of a `python -m bilstm_tagger distill` run")
     tr.add_argument("--name", default=None, help="result/model name for a variant (default: the system's)")
     tr.add_argument("--no-test", action="store_true",
                     help="score validation only and write results/<dataset>/dev_only/NAME.json (for choosing settings)")
@@ -91,6 +92,7 @@ def main(argv=None) -> int:
         runner.train(
             args.system, args.dataset, _parse_budget(args.time_budget), args.threads, args.vectors,
             name=args.name, sets=_parse_sets(args.set), test=not args.no_test, group=args.group_sentences,
+            teacher=args.teacher,
         )
     elif args.command == "speed":
         runner.speed(args.dataset, args.systems, args.threads, args.batch_size, args.repeats)

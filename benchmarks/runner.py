@@ -113,6 +113,7 @@ def _dir_size(path: Path) -> int:
 def train(
     system_name: str, dataset: str, budget_s: float, threads: int, vectors: Optional[str],
     name: Optional[str] = None, sets: Optional[Dict[str, object]] = None, test: bool = True, group: Optional[int] = None,
+    teacher: Optional[str] = None,
 ) -> None:
     """Train one system (plus `sets` overrides, saved as `name`) and score it on validation (and test)."""
     system = SYSTEMS[system_name]
@@ -123,9 +124,12 @@ def train(
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    config = load_system_config(system, dataset, vectors, threads, sets)
+    config = load_system_config(system, dataset, vectors, threads, sets, teacher)
+    if system.teacher and group != 1:
+        raise SystemExit(f"{system.name}: distilled systems read one gold row per Doc (--group-sentences 1)")
     for corpus in ("train", "dev"):
-        config["corpora"][corpus]["group_sentences"] = group
+        if config["corpora"][corpus]["@readers"] == "bilstm_tagger.HFDataset.v1":
+            config["corpora"][corpus]["group_sentences"] = group
     config["training"]["logger"] = {"@loggers": "benchmarks.BudgetLogger.v1", "budget_s": budget_s, "log_path": str(out_dir / "log.jsonl")}
     spacy.util.fix_random_seed(0)
     nlp = init_nlp(config)
@@ -161,6 +165,7 @@ def train(
             "time_to_best_wall_s": best["wall_s"],
         },
         "group_sentences": group,
+        "teacher": teacher_record(teacher) if system.teacher else None,
         "dev": score_split(best_nlp, dataset, "validation", group),
         # Variants chosen on validation skip test (--no-test): test is scored once per final configuration.
         "test": score_split(best_nlp, dataset, "test", group) if test else None,
@@ -174,6 +179,20 @@ def train(
     path.write_text(json.dumps(result, indent=2, default=float) + "\n")
     test_f = f", test F1 {result['test']['ents_f']:.4f}" if test else ""
     print(f"{name}: dev F1 {result['dev']['ents_f']:.4f}{test_f} -> {path}")
+
+
+def teacher_record(teacher: str) -> dict:
+    """Where a distilled system's soft labels came from: the folder, and per shard folder the teacher
+    pipeline, the words it tagged and its words/s (from annotate's own record)."""
+    record: dict = {"folder": teacher}
+    for part in ("unlabeled", "train"):
+        done = Path(teacher) / part / "_annotate.json"
+        if done.is_file():
+            info = json.loads(done.read_text(encoding="utf8"))
+            run = info.get("last_run", {})
+            record[part] = {"model": info.get("settings", {}).get("model"), "words": run.get("words"),
+                            "words_per_s": run.get("words_per_second"), "complete": info.get("complete")}
+    return record
 
 
 def peak_rss(model: str, dataset: str, threads: int, batch_size: int) -> None:

@@ -25,6 +25,7 @@ class System:
     vectors: bool = False  # needs --vectors
     ours: bool = True
     group_sentences: int = 1  # document context: rows per Doc in training, validation and scoring
+    teacher: bool = False  # needs --teacher: a `distill` teacher folder (its unlabeled/ and train/ shards)
 
 
 SYSTEMS = {
@@ -54,6 +55,14 @@ SYSTEMS = {
             config="ner.cfg", overrides={f"{E}.include_static_vectors": True, f"{M}.window": 64}, vectors=True,
             group_sentences=10,
         ),
+        System(
+            "bilstm_distilled", "ours: configs/ner.cfg, trained on gold + a teacher's marginals (distill's teacher/ shards)",
+            config="ner.cfg", teacher=True,
+        ),
+        System(
+            "bilstm_vectors_distilled", "ours: configs/ner.cfg + GloVe, trained on gold + a teacher's marginals",
+            config="ner.cfg", overrides={f"{E}.include_static_vectors": True}, vectors=True, teacher=True,
+        ),
         System("spacy_efficiency", "spaCy ner, `init config -p ner -o efficiency`", spacy_optimize="efficiency", ours=False),
         System("spacy_accuracy", "spaCy ner, `init config -p ner -o accuracy`, static vectors off", spacy_optimize="accuracy", ours=False),
         System(
@@ -82,7 +91,8 @@ def spacy_ner_config(optimize: str, vectors: bool) -> Config:
 
 
 def load_system_config(
-    system: System, dataset: str, vectors: Optional[str], threads: int, extra: Optional[Dict[str, object]] = None
+    system: System, dataset: str, vectors: Optional[str], threads: int, extra: Optional[Dict[str, object]] = None,
+    teacher: Optional[str] = None,
 ) -> Config:
     """The system's full config, reading `dataset` through our HF reader (the same for every system)."""
     from spacy.util import load_config
@@ -100,6 +110,8 @@ def load_system_config(
             "@readers": "bilstm_tagger.HFDataset.v1", "path": "${paths.dataset}", "split": split,
             "tokens_column": "tokens", "tags_column": "ner_tags", "target": "ents", "limit": 0,
         }
+    if system.teacher:
+        config["corpora"]["train"] = distill_corpus(config["corpora"]["train"], teacher, system.name)
     if vectors and system.vectors:
         config["paths"]["vectors"] = vectors
         config["initialize"]["vectors"] = "${paths.vectors}"
@@ -110,3 +122,18 @@ def load_system_config(
             node = node[section]
         node[key] = value
     return config
+
+
+def distill_corpus(gold: dict, teacher: Optional[str], system: str) -> dict:
+    """The gold train corpus plus the teacher rows of a `distill` run's teacher/ folder (as `distill` trains):
+    soft labels on the unlabeled sentences, and on the gold rows where the teacher tagged them too."""
+    if not teacher:
+        raise SystemExit(f"system {system} needs --teacher: the teacher/ folder of a `python -m bilstm_tagger distill` run")
+    folder = Path(teacher)
+    if not (folder / "unlabeled").is_dir():
+        raise SystemExit(f"--teacher {teacher}: no unlabeled/ shards in it (give the teacher/ folder of a distill run)")
+    gold_shards = folder / "train"
+    return {
+        **gold, "@readers": "bilstm_tagger.DistillCorpus.v1", "teacher": [str(folder / "unlabeled")],
+        "teacher_gold": str(gold_shards) if gold_shards.is_dir() else None, "teacher_limit": 0,
+    }

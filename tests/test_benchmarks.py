@@ -28,3 +28,30 @@ def test_train_speed_and_table_on_the_sample(tmp_path):
     assert speed["systems"]["bilstm"]["peak_rss_mb"] > 0
     table = bench(tmp_path, "table")
     assert "| bilstm |" in table and "| spacy_efficiency | " in table and "1.00" in table
+
+
+def test_a_distilled_system_trains_on_the_teacher_shards(tmp_path):
+    """`--system bilstm_distilled --teacher DIR` reads DIR's unlabeled/ and train/ shards through
+    DistillCorpus.v1 (the layout `distill` writes) and records where the soft labels came from."""
+    bench(tmp_path, "train", "--system", "bilstm", "--dataset", str(SAMPLE), "--time-budget", "5s", "--no-test")
+    teacher_model = tmp_path / "models" / "sample_ner" / "bilstm" / "model-best"
+    teacher = tmp_path / "teacher"
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    for split, part in (("validation", "unlabeled"), ("train", "train")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "bilstm_tagger", "annotate", str(teacher_model), str(SAMPLE), str(teacher / part),
+             "--split", split, "--tokens-column", "tokens", "--marginals"],
+            cwd=str(REPO), env=env, capture_output=True, text=True,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    out = bench(tmp_path, "train", "--system", "bilstm_distilled", "--dataset", str(SAMPLE), "--time-budget", "5s",
+                "--teacher", str(teacher), "--no-test")
+    assert "bilstm_distilled: dev F1" in out
+    result = json.loads((tmp_path / "results" / "sample_ner" / "dev_only" / "bilstm_distilled.json").read_text())
+    unlabeled_words = sum(len(json.loads(l)["tokens"]) for l in (SAMPLE / "validation.jsonl").read_text().splitlines() if l.strip())
+    assert result["teacher"]["unlabeled"]["words"] == unlabeled_words
+    assert result["teacher"]["train"]["complete"] is True
+    assert result["train"]["words"] > 0
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.ner", "train", "--system", "bilstm_distilled", "--dataset", str(SAMPLE)],
+                          cwd=str(REPO), env={**env, "BILSTM_TAGGER_BENCH_DIR": str(tmp_path)}, capture_output=True, text=True)
+    assert proc.returncode != 0 and "needs --teacher" in proc.stderr
