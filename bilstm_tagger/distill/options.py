@@ -25,3 +25,4 @@ class DistillOptions:
     shard_size: int = 5000
     batch_size: int = 256
     n_process: int = 1
+    teacher_only: bool = False  # stop after stage 1 (train elsewhere on DIR/teacher)

@@ -37,5 +37,10 @@ def distill(options: DistillOptions) -> int:
     labels: List[str] = student.labels
     check_labels(teacher, labels, student.scheme)
     unlabeled_dir, gold_dir = tag_with_teacher(options, student)
+    if options.teacher_only:
+        _say(f"distill: --teacher-only, so no student; train one on these shards with a config whose train corpus reads "
+             f"teacher = [\"{unlabeled_dir}\"] and teacher_gold = {'null' if gold_dir is None else repr(str(gold_dir))} "
+             "(bilstm_tagger.DistillCorpus.v1, see docs/distill.md)")
+        return 0
     _say(f"distill 2/2: training the student ({student.component}) on gold + teacher rows into {options.output}")
     return train_student(distill_config(student, [unlabeled_dir], gold_dir), options.output)

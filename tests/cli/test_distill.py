@@ -267,3 +267,19 @@ def test_hard_labels_from_spacys_own_ner(student_cfg, tmp_path):
     silver = [(e["start_token"], e["end_token"], e["label"]) for row in table.to_pylist() for e in row["entities"]]
     assert [(e.start, e.end, e.label_) for eg in egs for e in eg.reference.ents] == silver
     assert all(t.ent_iob_ in ("B", "I", "O") for eg in egs for t in eg.reference)
+
+
+def test_teacher_only_stops_after_stage_one_and_a_rerun_trains_on_the_same_shards(teacher_dir, student_cfg, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["distill", str(teacher_dir), str(student_cfg), "--unlabeled", str(NEWS), "--unlabeled-limit", "5", "--output", str(out)]
+    assert main([*base, "--teacher-only", *QUICK]) == 0
+    assert "--teacher-only, so no student" in capsys.readouterr().err
+    assert not (out / "model-best").exists()
+    shards = sorted((out / "teacher").glob("*/part-*.parquet"))
+    assert {p.parent.name for p in shards} == {"unlabeled", "train"}
+    before = {p: p.stat().st_mtime_ns for p in shards}
+    sentences = pq.read_table(out / "teacher" / "unlabeled-sentences.parquet").num_rows
+    assert len(shard_rows(out / "teacher" / "unlabeled")) == sentences > 5
+    assert main([*base, *QUICK]) == 0  # stage 2 now, on the shards stage 1 left
+    assert (out / "model-best").is_dir()
+    assert {p: p.stat().st_mtime_ns for p in sorted((out / "teacher").glob("*/part-*.parquet"))} == before
