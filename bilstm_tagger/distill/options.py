@@ -25,4 +25,5 @@ class DistillOptions:
     shard_size: int = 5000
     batch_size: int = 256
     n_process: int = 1
+    pack_words: int = 0  # 0: one unlabeled sentence per row; N: consecutive sentences packed up to N words
     teacher_only: bool = False  # stop after stage 1 (train elsewhere on DIR/teacher)

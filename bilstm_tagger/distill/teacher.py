@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterable, Iterator, List, Optional, Tuple
 
 from ..errors import AnnotateError, DatasetError, LabelError
 from ..tags import tag_names
@@ -100,6 +100,22 @@ def sentences(dataset, kind: str, column: str, id_column: str, limit: int, lang:
                 yield f"{row_id}#{k}", words
 
 
+def packed(rows: Iterable[Tuple[str, List[str]]], max_words: int) -> Iterator[Tuple[str, List[str]]]:
+    """Consecutive sentences of one story joined into rows of at most `max_words` words (a longer
+    sentence stays whole), so the teacher and the student read some context; ids ROWID#K-L."""
+    story, first, last, words = None, "", "", []  # type: ignore[var-annotated]
+    for sent_id, sent in rows:
+        row_id, k = sent_id.rsplit("#", 1)
+        if words and (row_id != story or len(words) + len(sent) > max_words):
+            yield (f"{story}#{first}" if first == last else f"{story}#{first}-{last}"), words
+            words = []
+        if not words:
+            story, first = row_id, k
+        last, words = k, words + sent
+    if words:
+        yield (f"{story}#{first}" if first == last else f"{story}#{first}-{last}"), words
+
+
 def write_sentences(options: DistillOptions, lang: str, target: Path) -> int:
     """Cut the unlabeled rows into sentences once into `target` (parquet: id, tokens), atomically;
     a rerun finds the file and keeps it, so the teacher's shards line up with the same rows."""
@@ -110,6 +126,8 @@ def write_sentences(options: DistillOptions, lang: str, target: Path) -> int:
 
     settings = {"unlabeled": options.unlabeled, "split": options.unlabeled_split, "limit": options.unlabeled_limit,
                 "text_column": options.text_column, "tokens_column": options.tokens_column, "id_column": options.id_column, "lang": lang}
+    if options.pack_words:  # recorded only when set, so teacher folders written before the option still resume
+        settings["pack_words"] = options.pack_words
     record = target.parent / SENTENCES_SETTINGS
     if target.is_file():
         previous = json.loads(record.read_text(encoding="utf8")) if record.is_file() else None
@@ -120,6 +138,8 @@ def write_sentences(options: DistillOptions, lang: str, target: Path) -> int:
         return pq.ParquetFile(target).metadata.num_rows
     dataset, kind, column = open_unlabeled(options)
     rows = list(sentences(dataset, kind, column, options.id_column, options.unlabeled_limit, lang))
+    if options.pack_words:
+        rows = list(packed(rows, options.pack_words))
     if not rows:
         raise DatasetError(f"{options.unlabeled}: no sentences to tag")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -283,3 +283,24 @@ def test_teacher_only_stops_after_stage_one_and_a_rerun_trains_on_the_same_shard
     assert main([*base, *QUICK]) == 0  # stage 2 now, on the shards stage 1 left
     assert (out / "model-best").is_dir()
     assert {p: p.stat().st_mtime_ns for p in sorted((out / "teacher").glob("*/part-*.parquet"))} == before
+
+
+def test_pack_words_joins_whole_sentences_of_one_story_and_loses_no_word(teacher_dir, student_cfg, tmp_path):
+    base = ["distill", str(teacher_dir), str(student_cfg), "--unlabeled", str(NEWS), "--unlabeled-limit", "8",
+            "--no-teacher-train", "--teacher-only"]
+    assert main([*base, "--output", str(tmp_path / "sent")]) == 0
+    assert main([*base, "--output", str(tmp_path / "packed"), "--pack-words", "40"]) == 0
+    sents = pq.read_table(tmp_path / "sent" / "teacher" / "unlabeled-sentences.parquet").to_pylist()
+    packs = pq.read_table(tmp_path / "packed" / "teacher" / "unlabeled-sentences.parquet").to_pylist()
+    by_id = {r["id"]: r["tokens"] for r in sents}
+    rebuilt = []
+    for row in packs:
+        story, ks = row["id"].rsplit("#", 1)
+        first, _, last = ks.partition("-")
+        members = [by_id[f"{story}#{k}"] for k in range(int(first), int(last or first) + 1)]
+        assert row["tokens"] == [w for m in members for w in m]  # whole sentences, in order
+        assert len(row["tokens"]) <= 40 or len(members) == 1
+        rebuilt += members
+    assert rebuilt == [r["tokens"] for r in sents]  # every sentence exactly once
+    assert len(packs) < len(sents)
+    assert len(shard_rows(tmp_path / "packed" / "teacher" / "unlabeled")) == len(packs)
