@@ -37,6 +37,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--hard-labels", action="store_true", default=False, help="the teacher's entities become silver gold (for teachers without marginals)")
     p.add_argument("--no-teacher-train", dest="teacher_train", action="store_false", default=True,
                    help="do not tag CONFIG's gold training split with the teacher (its rows then train on the gold NLL only)")
+    p.add_argument("--ensemble", action="append", default=[], metavar="TEACHER",
+                   help="another teacher pipeline (repeatable): the student learns the mean of all the teachers' marginals")
     p.add_argument("--pack-words", type=int, default=0, metavar="N",
                    help="pack consecutive sentences of a story into rows of up to N words (default 0: one sentence per row)")
     p.add_argument("--teacher-only", action="store_true", default=False,
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace, overrides: Dict) -> int:
         unlabeled_split=args.unlabeled_split, unlabeled_limit=args.unlabeled_limit, text_column=args.text_column,
         tokens_column=args.tokens_column, engine=args.engine, hard_labels=args.hard_labels, teacher_train=args.teacher_train,
         shard_size=args.shard_size, batch_size=args.batch_size, n_process=args.n_process,
-        teacher_only=args.teacher_only, pack_words=args.pack_words,
+        teacher_only=args.teacher_only, pack_words=args.pack_words, ensemble=args.ensemble,
     )
     try:
         return distill(options)

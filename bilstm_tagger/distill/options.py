@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 
 @dataclass
@@ -26,4 +26,5 @@ class DistillOptions:
     batch_size: int = 256
     n_process: int = 1
     pack_words: int = 0  # 0: one unlabeled sentence per row; N: consecutive sentences packed up to N words
+    ensemble: List[str] = field(default_factory=list)  # more teachers: the student learns the mean marginals
     teacher_only: bool = False  # stop after stage 1 (train elsewhere on DIR/teacher)

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
+from ..errors import AnnotateError
+from .ensemble import average_shards, check_same_tags
 from .options import DistillOptions
 from .student import distill_config, load_student, train_student
 from .teacher import SENTENCES_FILE, annotate_into, check_labels, load_teacher, write_sentences
@@ -15,27 +18,43 @@ def _say(message: str) -> None:
 
 
 def tag_with_teacher(options: DistillOptions, student) -> tuple:
-    """Stage 1: (unlabeled shards folder, gold-split shards folder or None) under OUTPUT/teacher."""
+    """Stage 1: (unlabeled shards folder, gold-split shards folder or None) under OUTPUT/teacher.
+    An ensemble's members each tag into OUTPUT/teacher/members/K/, and their mean lands where a
+    single teacher's shards would."""
     teacher_dir = Path(options.output) / "teacher"
     n = write_sentences(options, student.lang, teacher_dir / SENTENCES_FILE)
-    _say(f"distill 1/2: the teacher tags {n} unlabeled sentence(s) into {teacher_dir / 'unlabeled'}")
-    annotate_into(options, str(teacher_dir / SENTENCES_FILE), teacher_dir / "unlabeled", "tokens")
-    gold_dir: Optional[Path] = None
+    teachers = [options.teacher, *options.ensemble]
+    parts = [("unlabeled", str(teacher_dir / SENTENCES_FILE), "tokens", "train", 0)]
     if options.teacher_train and not options.hard_labels:
-        gold_dir = teacher_dir / "train"
         corpus = student.corpus
-        _say(f"distill 1/2: the teacher tags the gold split {corpus.get('split', 'train')!r} into {gold_dir}")
-        annotate_into(options, str(corpus["path"]), gold_dir, corpus.get("tokens_column") or "tokens",
-                      split=corpus.get("split") or "train", limit=int(corpus.get("limit") or 0))
-    return teacher_dir / "unlabeled", gold_dir
+        parts.append(("train", str(corpus["path"]), corpus.get("tokens_column") or "tokens", corpus.get("split") or "train",
+                      int(corpus.get("limit") or 0)))
+    for part, source, column, split, limit in parts:
+        what = f"{n} unlabeled sentence(s)" if part == "unlabeled" else f"the gold split {split!r}"
+        if len(teachers) == 1:
+            _say(f"distill 1/2: the teacher tags {what} into {teacher_dir / part}")
+            annotate_into(options, source, teacher_dir / part, column, split=split, limit=limit)
+            continue
+        members = [teacher_dir / "members" / str(k) / part for k in range(len(teachers))]
+        for k, (teacher, out) in enumerate(zip(teachers, members)):
+            _say(f"distill 1/2: teacher {k + 1} of {len(teachers)} ({teacher}) tags {what} into {out}")
+            annotate_into(replace(options, teacher=teacher), source, out, column, split=split, limit=limit)
+        _say(f"distill 1/2: the mean of {len(teachers)} teachers' marginals into {teacher_dir / part}")
+        average_shards(members, teacher_dir / part)
+    return teacher_dir / "unlabeled", (teacher_dir / "train" if len(parts) == 2 else None)
 
 
 def distill(options: DistillOptions) -> int:
     """Both stages; 0 on success. Errors the user can fix raise BilstmTaggerError subclasses."""
     student = load_student(options.config, options.overrides)
-    teacher = load_teacher(options.teacher, options.hard_labels)
     labels: List[str] = student.labels
-    check_labels(teacher, labels, student.scheme)
+    teachers = [load_teacher(path, options.hard_labels) for path in [options.teacher, *options.ensemble]]
+    for teacher in teachers:
+        check_labels(teacher, labels, student.scheme)
+    if len(teachers) > 1:
+        if options.hard_labels:
+            raise AnnotateError("--ensemble averages the teachers' marginals; it does not combine with --hard-labels")
+        check_same_tags([{"tags": t.tags, "scheme": t.scheme} for t in teachers], [options.teacher, *options.ensemble])
     unlabeled_dir, gold_dir = tag_with_teacher(options, student)
     if options.teacher_only:
         _say(f"distill: --teacher-only, so no student; train one on these shards with a config whose train corpus reads "

@@ -304,3 +304,29 @@ def test_pack_words_joins_whole_sentences_of_one_story_and_loses_no_word(teacher
     assert rebuilt == [r["tokens"] for r in sents]  # every sentence exactly once
     assert len(packs) < len(sents)
     assert len(shard_rows(tmp_path / "packed" / "teacher" / "unlabeled")) == len(packs)
+
+
+def test_an_ensemble_teacher_gives_the_mean_of_its_members_marginals(teacher_dir, student_cfg, tmp_path, capsys):
+    examples = read_examples(spacy.blank("en"), conll_path(), "train", limit=500)
+    second = tmp_path / "second"
+    train_pipeline({"model": tiny_model(hidden_size=32), "torch_threads": 1}, examples, steps=60, seed=1).to_disk(second)
+    out = tmp_path / "out"
+    base = ["distill", str(teacher_dir), str(student_cfg), "--unlabeled", str(NEWS), "--unlabeled-limit", "6", "--shard-size", "15"]
+    assert main([*base, "--ensemble", str(second), "--output", str(out), *QUICK]) == 0
+    assert (out / "model-best").is_dir()
+    for part in ("unlabeled", "train"):
+        members = [shard_rows(out / "teacher" / "members" / k / part) for k in ("0", "1")]
+        mean = shard_rows(out / "teacher" / part)
+        assert len(mean) == len(members[0]) == len(members[1]) > 30  # several shards of 15
+        for (i, t, p), (j, u, q), (k, v, r) in zip(mean, *members):
+            assert i == j == k and t == u == v
+            assert np.allclose(p, (q + r) / 2, atol=1e-3) and np.allclose(p.sum(1), 1.0, atol=1e-3)
+        assert not np.allclose(members[0][0][2], members[1][0][2], atol=1e-2)  # the members do differ
+    # the members must predict the same tags, and hard labels have no marginals to average
+    iob = tmp_path / "iob"
+    train_pipeline({"model": tiny_model(hidden_size=32), "torch_threads": 1, "scheme": "IOB2"}, examples, steps=5).to_disk(iob)
+    for extra, message in ((["--ensemble", str(iob)], "ensemble teachers must predict the same tags"),
+                           (["--ensemble", str(second), "--hard-labels"], "does not combine with --hard-labels")):
+        assert main([*base, *extra, "--output", str(tmp_path / f"bad{len(message)}"), *QUICK]) == 1
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / f"bad{len(message)}" / "teacher" / "members").exists()
