@@ -120,13 +120,15 @@ def train(
     name = name or system.name
     group = group or system.group_sentences
     torch.set_num_threads(threads)
+    if system.teacher and not teacher:
+        raise SystemExit(f"system {system.name} needs --teacher: the teacher/ folder of a `python -m bilstm_tagger distill` run")
+    if system.teacher and group != 1:
+        raise SystemExit(f"{system.name}: distilled systems read one gold row per Doc (--group-sentences 1)")
+    config = load_system_config(system, dataset, vectors, threads, sets, teacher)  # refuses bad settings before anything is removed
     out_dir = MODELS / _slug(dataset) / name
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    config = load_system_config(system, dataset, vectors, threads, sets, teacher)
-    if system.teacher and group != 1:
-        raise SystemExit(f"{system.name}: distilled systems read one gold row per Doc (--group-sentences 1)")
     for corpus in ("train", "dev"):
         if config["corpora"][corpus]["@readers"] == "bilstm_tagger.HFDataset.v1":
             config["corpora"][corpus]["group_sentences"] = group
@@ -182,16 +184,26 @@ def train(
 
 
 def teacher_record(teacher: str) -> dict:
-    """Where a distilled system's soft labels came from: the folder, and per shard folder the teacher
-    pipeline, the words it tagged and its words/s (from annotate's own record)."""
+    """Where a distilled system's soft labels came from: per shard folder, the teacher pipeline(s), the
+    rows and words in the shards (counted, as a resumed annotate run reports only what it redid) and the
+    teacher's words/s where its last run tagged the whole folder."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     record: dict = {"folder": teacher}
     for part in ("unlabeled", "train"):
-        done = Path(teacher) / part / "_annotate.json"
-        if done.is_file():
-            info = json.loads(done.read_text(encoding="utf8"))
-            run = info.get("last_run", {})
-            record[part] = {"model": info.get("settings", {}).get("model"), "words": run.get("words"),
-                            "words_per_s": run.get("words_per_second"), "complete": info.get("complete")}
+        folder = Path(teacher) / part
+        if not folder.is_dir():
+            continue
+        tokens = [pq.read_table(p, columns=["tokens"]).column("tokens") for p in sorted(folder.glob("*.parquet"))]
+        words = sum(int(pc.sum(pc.list_value_length(t)).as_py() or 0) for t in tokens)
+        info = json.loads((folder / "_annotate.json").read_text(encoding="utf8")) if (folder / "_annotate.json").is_file() else {}
+        run = info.get("last_run", {})
+        record[part] = {
+            "model": info.get("settings", {}).get("model"), "ensemble": info.get("ensemble"), "complete": info.get("complete"),
+            "rows": sum(len(t) for t in tokens), "words": words,
+            "words_per_s": run.get("words_per_second") if run.get("words") == words else None,
+        }
     return record
 
 

@@ -110,8 +110,8 @@ def load_system_config(
             "@readers": "bilstm_tagger.HFDataset.v1", "path": "${paths.dataset}", "split": split,
             "tokens_column": "tokens", "tags_column": "ner_tags", "target": "ents", "limit": 0,
         }
-    if system.teacher:
-        config["corpora"]["train"] = distill_corpus(config["corpora"]["train"], teacher, system.name)
+    if system.teacher and teacher:  # without one (the speed command's training setup) it reads gold alone
+        config["corpora"]["train"] = distill_corpus(config["corpora"]["train"], teacher)
     if vectors and system.vectors:
         config["paths"]["vectors"] = vectors
         config["initialize"]["vectors"] = "${paths.vectors}"
@@ -124,11 +124,9 @@ def load_system_config(
     return config
 
 
-def distill_corpus(gold: dict, teacher: Optional[str], system: str) -> dict:
+def distill_corpus(gold: dict, teacher: str) -> dict:
     """The gold train corpus plus the teacher rows of a `distill` run's teacher/ folder (as `distill` trains):
     soft labels on the unlabeled sentences, and on the gold rows where the teacher tagged them too."""
-    if not teacher:
-        raise SystemExit(f"system {system} needs --teacher: the teacher/ folder of a `python -m bilstm_tagger distill` run")
     folder = Path(teacher)
     if not (folder / "unlabeled").is_dir():
         raise SystemExit(f"--teacher {teacher}: no unlabeled/ shards in it (give the teacher/ folder of a distill run)")

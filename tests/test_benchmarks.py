@@ -51,7 +51,12 @@ def test_a_distilled_system_trains_on_the_teacher_shards(tmp_path):
     unlabeled_words = sum(len(json.loads(l)["tokens"]) for l in (SAMPLE / "validation.jsonl").read_text().splitlines() if l.strip())
     assert result["teacher"]["unlabeled"]["words"] == unlabeled_words
     assert result["teacher"]["train"]["complete"] is True
-    assert result["train"]["words"] > 0
+    from spacy.util import load_config
+
+    corpus = load_config(tmp_path / "models" / "sample_ner" / "bilstm_distilled" / "model-best" / "config.cfg")["corpora"]["train"]
+    assert corpus["@readers"] == "bilstm_tagger.DistillCorpus.v1"
+    assert corpus["teacher"] == [str(teacher / "unlabeled")] and corpus["teacher_gold"] == str(teacher / "train")
     proc = subprocess.run([sys.executable, "-m", "benchmarks.ner", "train", "--system", "bilstm_distilled", "--dataset", str(SAMPLE)],
                           cwd=str(REPO), env={**env, "BILSTM_TAGGER_BENCH_DIR": str(tmp_path)}, capture_output=True, text=True)
     assert proc.returncode != 0 and "needs --teacher" in proc.stderr
+    assert (tmp_path / "models" / "sample_ner" / "bilstm_distilled" / "model-best").is_dir()  # a refused run removes nothing

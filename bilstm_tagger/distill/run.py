@@ -54,6 +54,8 @@ def distill(options: DistillOptions) -> int:
     if len(teachers) > 1:
         if options.hard_labels:
             raise AnnotateError("--ensemble averages the teachers' marginals; it does not combine with --hard-labels")
+        if options.engine != "local":
+            raise AnnotateError("--ensemble needs --engine local: it averages shards that hold the same rows in the same order")
         check_same_tags([{"tags": t.tags, "scheme": t.scheme} for t in teachers], [options.teacher, *options.ensemble])
     unlabeled_dir, gold_dir = tag_with_teacher(options, student)
     if options.teacher_only:

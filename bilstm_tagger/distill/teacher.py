@@ -6,7 +6,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 from ..errors import AnnotateError, DatasetError, LabelError
 from ..tags import tag_names
@@ -76,9 +76,9 @@ def open_unlabeled(options: DistillOptions):
     )
 
 
-def sentences(dataset, kind: str, column: str, id_column: str, limit: int, lang: str) -> Iterator[Tuple[str, List[str]]]:
-    """(id, words) per sentence of each row: spaCy's tokenizer for `lang` and its rule-based sentencizer,
-    the student's own side; ids are ROWID#K."""
+def story_sentences(dataset, kind: str, column: str, id_column: str, limit: int, lang: str) -> Iterator[List[Tuple[str, List[str]]]]:
+    """Per unlabeled row, its sentences as (id, words): spaCy's tokenizer for `lang` and its rule-based
+    sentencizer, the student's own side; ids are ROWID#K (K counts the row's sentences, empty ones too)."""
     import spacy
     from spacy.tokens import Doc
 
@@ -94,26 +94,21 @@ def sentences(dataset, kind: str, column: str, id_column: str, limit: int, lang:
         doc = nlp.make_doc(value) if kind == "text" else Doc(nlp.vocab, words=[w for w in value if w and w.strip()])
         doc = sentencizer(doc)
         row_id = str(row[id_column]) if has_id and row[id_column] is not None else f"{index}"
-        for k, sent in enumerate(doc.sents):
-            words = [t.text for t in sent if not t.is_space]
-            if words:
-                yield f"{row_id}#{k}", words
+        story = [(f"{row_id}#{k}", [t.text for t in sent if not t.is_space]) for k, sent in enumerate(doc.sents)]
+        yield [(sent_id, words) for sent_id, words in story if words]
 
 
-def packed(rows: Iterable[Tuple[str, List[str]]], max_words: int) -> Iterator[Tuple[str, List[str]]]:
-    """Consecutive sentences of one story joined into rows of at most `max_words` words (a longer
+def packed(story: List[Tuple[str, List[str]]], max_words: int) -> Iterator[Tuple[str, List[str]]]:
+    """One story's consecutive sentences joined into rows of at most `max_words` words (a longer
     sentence stays whole), so the teacher and the student read some context; ids ROWID#K-L."""
-    story, first, last, words = None, "", "", []  # type: ignore[var-annotated]
-    for sent_id, sent in rows:
-        row_id, k = sent_id.rsplit("#", 1)
-        if words and (row_id != story or len(words) + len(sent) > max_words):
-            yield (f"{story}#{first}" if first == last else f"{story}#{first}-{last}"), words
-            words = []
-        if not words:
-            story, first = row_id, k
-        last, words = k, words + sent
-    if words:
-        yield (f"{story}#{first}" if first == last else f"{story}#{first}-{last}"), words
+    group: List[Tuple[str, List[str]]] = []
+    for sent_id, words in story + [("", [])]:  # the sentinel flushes the last group
+        if group and (not words or sum(len(w) for _, w in group) + len(words) > max_words):
+            first, last = group[0][0], group[-1][0]
+            yield (first if first == last else f"{first}-{last.rsplit('#', 1)[1]}"), [w for _, ws in group for w in ws]
+            group = []
+        if words:
+            group.append((sent_id, words))
 
 
 def write_sentences(options: DistillOptions, lang: str, target: Path) -> int:
@@ -137,9 +132,8 @@ def write_sentences(options: DistillOptions, lang: str, target: Path) -> int:
                                 "rerun with the same arguments to resume, or choose a new --output")
         return pq.ParquetFile(target).metadata.num_rows
     dataset, kind, column = open_unlabeled(options)
-    rows = list(sentences(dataset, kind, column, options.id_column, options.unlabeled_limit, lang))
-    if options.pack_words:
-        rows = list(packed(rows, options.pack_words))
+    stories = story_sentences(dataset, kind, column, options.id_column, options.unlabeled_limit, lang)
+    rows = [row for story in stories for row in (packed(story, options.pack_words) if options.pack_words else story)]
     if not rows:
         raise DatasetError(f"{options.unlabeled}: no sentences to tag")
     target.parent.mkdir(parents=True, exist_ok=True)

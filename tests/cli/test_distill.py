@@ -292,17 +292,18 @@ def test_pack_words_joins_whole_sentences_of_one_story_and_loses_no_word(teacher
     assert main([*base, "--output", str(tmp_path / "packed"), "--pack-words", "40"]) == 0
     sents = pq.read_table(tmp_path / "sent" / "teacher" / "unlabeled-sentences.parquet").to_pylist()
     packs = pq.read_table(tmp_path / "packed" / "teacher" / "unlabeled-sentences.parquet").to_pylist()
-    by_id = {r["id"]: r["tokens"] for r in sents}
-    rebuilt = []
-    for row in packs:
-        story, ks = row["id"].rsplit("#", 1)
-        first, _, last = ks.partition("-")
-        members = [by_id[f"{story}#{k}"] for k in range(int(first), int(last or first) + 1)]
-        assert row["tokens"] == [w for m in members for w in m]  # whole sentences, in order
+    at = 0
+    for row in packs:  # each pack is the next run of whole sentences of one story, in order
+        members = [sents[at]]
+        while sum(len(m["tokens"]) for m in members) < len(row["tokens"]):
+            members.append(sents[at + len(members)])
+        at += len(members)
+        assert row["tokens"] == [w for m in members for w in m["tokens"]]
+        assert len({m["id"].rsplit("#", 1)[0] for m in members}) == 1
+        last_k = members[-1]["id"].rsplit("#", 1)[1]
+        assert row["id"] == (members[0]["id"] if len(members) == 1 else f"{members[0]['id']}-{last_k}")
         assert len(row["tokens"]) <= 40 or len(members) == 1
-        rebuilt += members
-    assert rebuilt == [r["tokens"] for r in sents]  # every sentence exactly once
-    assert len(packs) < len(sents)
+    assert at == len(sents) > len(packs)  # every sentence exactly once, fewer rows
     assert len(shard_rows(tmp_path / "packed" / "teacher" / "unlabeled")) == len(packs)
 
 
@@ -312,6 +313,7 @@ def test_an_ensemble_teacher_gives_the_mean_of_its_members_marginals(teacher_dir
     train_pipeline({"model": tiny_model(hidden_size=32), "torch_threads": 1}, examples, steps=60, seed=1).to_disk(second)
     out = tmp_path / "out"
     base = ["distill", str(teacher_dir), str(student_cfg), "--unlabeled", str(NEWS), "--unlabeled-limit", "6", "--shard-size", "15"]
+    assert main([*base, "--output", str(out), "--teacher-only"]) == 0  # one teacher's shards first: the ensemble must replace them
     assert main([*base, "--ensemble", str(second), "--output", str(out), *QUICK]) == 0
     assert (out / "model-best").is_dir()
     for part in ("unlabeled", "train"):
@@ -330,3 +332,35 @@ def test_an_ensemble_teacher_gives_the_mean_of_its_members_marginals(teacher_dir
         assert main([*base, *extra, "--output", str(tmp_path / f"bad{len(message)}"), *QUICK]) == 1
         assert message in capsys.readouterr().err
         assert not (tmp_path / f"bad{len(message)}" / "teacher" / "members").exists()
+
+
+def test_ensemble_mean_maps_tags_by_name_and_names_a_bad_member(tmp_path):
+    """The mean follows the first member's tag order whatever order another member stores; an unreadable
+    member shard or an unfinished member run is refused by name."""
+    from bilstm_tagger.annotate.marginals import marginals_array, with_marginals
+    from bilstm_tagger.distill.ensemble import average_shards
+    from bilstm_tagger.errors import AnnotateError
+
+    tags = ["O", "B-PER", "L-PER"]
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype=np.float32)
+    q = np.array([[0.1, 0.3, 0.6], [0.5, 0.25, 0.25]], dtype=np.float32)  # in the order of `perm` below
+    perm = ["L-PER", "O", "B-PER"]
+    for k, (order, probs) in enumerate(((tags, p), (perm, q))):
+        meta = {"tags": order, "scheme": "BILOU", "labels": ["PER"], "temperature": 1.0}
+        entity = pa.struct([("start_token", pa.int32()), ("end_token", pa.int32()), ("label", pa.string())])
+        schema = with_marginals(pa.schema([("id", pa.string()), ("entities", pa.list_(entity))]), meta)
+        table = pa.table({"id": ["a"], "entities": [[]], "tokens": [["Ann", "Lee"]], "marginals": marginals_array([probs], 3)}, schema=schema)
+        (tmp_path / str(k)).mkdir()
+        pq.write_table(table, tmp_path / str(k) / "part-000000.parquet")
+        (tmp_path / str(k) / "_annotate.json").write_text('{"complete": true, "engine": "local"}')
+    assert average_shards([tmp_path / "0", tmp_path / "1"], tmp_path / "mean") == 1
+    (_, tokens, mean), = shard_rows(tmp_path / "mean")
+    expected = (p + q[:, [perm.index(t) for t in tags]]) / 2
+    assert tokens == ["Ann", "Lee"] and np.allclose(mean, expected, atol=1e-3)
+    (tmp_path / "1" / "_annotate.json").write_text('{"complete": false, "engine": "local"}')
+    with pytest.raises(AnnotateError, match="not complete"):
+        average_shards([tmp_path / "0", tmp_path / "1"], tmp_path / "mean")
+    (tmp_path / "1" / "_annotate.json").write_text('{"complete": true, "engine": "local"}')
+    (tmp_path / "1" / "part-000000.parquet").write_bytes(b"not parquet")
+    with pytest.raises(AnnotateError, match="part-000000.parquet: unreadable shard"):
+        average_shards([tmp_path / "0", tmp_path / "1"], tmp_path / "mean")
