@@ -167,7 +167,7 @@ def train(
             "time_to_best_wall_s": best["wall_s"],
         },
         "group_sentences": group,
-        "teacher": teacher_record(teacher) if system.teacher else None,
+        "teacher": teacher_source(teacher) if system.teacher else None,
         "dev": score_split(best_nlp, dataset, "validation", group),
         # Variants chosen on validation skip test (--no-test): test is scored once per final configuration.
         "test": score_split(best_nlp, dataset, "test", group) if test else None,
@@ -183,7 +183,7 @@ def train(
     print(f"{name}: dev F1 {result['dev']['ents_f']:.4f}{test_f} -> {path}")
 
 
-def teacher_record(teacher: str) -> dict:
+def teacher_source(teacher: str) -> dict:
     """Where a distilled system's soft labels came from: per shard folder, the teacher pipeline(s), the
     rows and words in the shards (counted, as a resumed annotate run reports only what it redid) and the
     teacher's words/s where its last run tagged the whole folder."""
