@@ -83,10 +83,10 @@ class DistillCorpus:
     """Callable corpus: the gold Examples (with teacher marginals where `teacher_gold` has the row), then the teacher rows."""
 
     def __init__(self, gold: Optional[HFDatasetReader], teacher: Sequence[str], teacher_gold: Optional[str], teacher_limit: int,
-                 split: str = "train") -> None:
+                 split: str = "train", teacher_hard: bool = False) -> None:
         if gold is None and not teacher:
             raise DatasetError("DistillCorpus needs gold rows (path) or teacher rows (teacher), or both")
-        self.gold, self.split = gold, split
+        self.gold, self.split, self.hard = gold, split, teacher_hard
         self.rows: List[TeacherRow] = [row for folder in teacher for row in read_teacher_rows(folder, teacher_limit)]
         self.joined: Dict[str, TeacherRow] = {}
         if teacher_gold:
@@ -111,13 +111,13 @@ class DistillCorpus:
         if mismatched:
             warnings.warn(f"DistillCorpus: {mismatched} gold row(s) have teacher marginals over other tokens; those marginals were not used")
         for row in self.rows:
-            yield self._teacher_example(nlp, row)
+            yield self._teacher_example(nlp, row, self.hard)
 
     @staticmethod
-    def _teacher_example(nlp: Language, row: TeacherRow) -> Example:
+    def _teacher_example(nlp: Language, row: TeacherRow, hard: bool = False) -> Example:
         predicted = Doc(nlp.vocab, words=row.tokens)
         reference = Doc(nlp.vocab, words=row.tokens)
-        if row.marginals is not None:
+        if row.marginals is not None and not hard:
             reference.user_data[TEACHER_KEY] = teacher_record(row)
         else:  # hard labels: the teacher's entities are silver gold
             reference.set_ents([Span(reference, s, e, label) for s, e, label in row.entities], default="outside")
@@ -141,12 +141,15 @@ def create_distill_reader(
     teacher: List[str] = [],
     teacher_gold: Optional[str] = None,
     teacher_limit: int = 0,
+    teacher_hard: bool = False,
 ) -> Callable[[Language], Iterator[Example]]:
     """Gold rows of a Hugging Face dataset (as bilstm_tagger.HFDataset.v1, one row per Doc; path None =
     none) plus teacher rows from `annotate` shard folders: soft labels where the shards have marginals,
     silver entities where they do not. `teacher_gold` is an `annotate --marginals` folder over the gold
-    rows themselves, joined by row id. `teacher_limit` caps the rows read from each teacher folder."""
+    rows themselves, joined by row id. `teacher_limit` caps the rows read from each teacher folder.
+    `teacher_hard` trains on the teacher rows' entities (the teacher's best path) as silver gold even
+    where their shards hold marginals, to compare hard and soft labels from one tagging pass."""
     gold = None
     if path is not None:
         gold = HFDatasetReader(path, split, name, tokens_column, tags_column, target, spans_key, limit, revision)
-    return DistillCorpus(gold, list(teacher), teacher_gold, teacher_limit, split)
+    return DistillCorpus(gold, list(teacher), teacher_gold, teacher_limit, split, teacher_hard)

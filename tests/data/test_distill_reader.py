@@ -48,6 +48,20 @@ def test_gold_rows_get_their_marginals_and_teacher_rows_only_marginals(shards):
         np.testing.assert_allclose(eg.reference.user_data[TEACHER_KEY]["marginals"].astype(np.float32).sum(1), 1.0, atol=1e-3)
 
 
+def test_teacher_hard_trains_on_the_teachers_entities_from_the_same_shards(shards):
+    tmp, gold = shards
+    reader = registry.readers.get("bilstm_tagger.DistillCorpus.v1")(
+        path=str(SAMPLE), split="train", teacher=[str(tmp / "unlabeled")], teacher_gold=str(tmp / "gold"), teacher_hard=True)
+    egs = list(reader(spacy.blank("en")))[len(gold):]
+    table = pq.read_table(next((tmp / "unlabeled").glob("part-*.parquet")))
+    expected = [[(e["start_token"], e["end_token"], e["label"]) for e in row] for row in table.column("entities").to_pylist()]
+    assert len(egs) == len(expected) == 40 and sum(map(len, expected)) > 0
+    for eg, ents in zip(egs, expected):
+        assert TEACHER_KEY not in eg.reference.user_data  # no soft term on teacher rows
+        assert eg.reference.has_annotation("ENT_IOB")
+        assert [(e.start, e.end, e.label_) for e in eg.reference.ents] == ents
+
+
 def test_the_component_trains_on_them_and_refuses_a_teacher_label_it_lacks(shards):
     tmp, _ = shards
     reader = registry.readers.get("bilstm_tagger.DistillCorpus.v1")(path=str(SAMPLE), teacher=[str(tmp / "unlabeled")])
