@@ -23,6 +23,7 @@ from spacy.training.initialize import init_nlp
 from spacy.training.loop import train as spacy_train_loop
 from spacy.util import registry
 
+from bilstm_tagger.annotate.local import SETTINGS_FILE
 from bilstm_tagger.data.readers import create_hf_reader
 from bilstm_tagger.pipeline.scoring import score_seqeval
 
@@ -197,7 +198,8 @@ def teacher_source(teacher: str) -> dict:
             continue
         tokens = [pq.read_table(p, columns=["tokens"]).column("tokens") for p in sorted(folder.glob("*.parquet"))]
         words = sum(int(pc.sum(pc.list_value_length(t)).as_py() or 0) for t in tokens)
-        info = json.loads((folder / "_annotate.json").read_text(encoding="utf8")) if (folder / "_annotate.json").is_file() else {}
+        record_file = folder / SETTINGS_FILE
+        info = json.loads(record_file.read_text(encoding="utf8")) if record_file.is_file() else {}
         run = info.get("last_run", {})
         record[part] = {
             "model": info.get("settings", {}).get("model"), "ensemble": info.get("ensemble"), "complete": info.get("complete"),

@@ -102,13 +102,15 @@ def packed(story: List[Tuple[str, List[str]]], max_words: int) -> Iterator[Tuple
     """One story's consecutive sentences joined into rows of at most `max_words` words (a longer
     sentence stays whole), so the teacher and the student read some context; ids ROWID#K-L."""
     group: List[Tuple[str, List[str]]] = []
+    size = 0  # words in `group`
     for sent_id, words in story + [("", [])]:  # the sentinel flushes the last group
-        if group and (not words or sum(len(w) for _, w in group) + len(words) > max_words):
+        if group and (not words or size + len(words) > max_words):
             first, last = group[0][0], group[-1][0]
             yield (first if first == last else f"{first}-{last.rsplit('#', 1)[1]}"), [w for _, ws in group for w in ws]
-            group = []
+            group, size = [], 0
         if words:
             group.append((sent_id, words))
+            size += len(words)
 
 
 def write_sentences(options: DistillOptions, lang: str, target: Path) -> int:
