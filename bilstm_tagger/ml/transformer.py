@@ -56,6 +56,10 @@ POOLINGS = ("first", "mean", "last")
 # Padded word pieces per transformer call (rows sorted by length first). On a shared 2-core EPYC,
 # 2048, 4096 and 8192 were within measurement noise for MiniLM and 16384 was slower, so no bigger.
 _BATCH_PIECES = 8192
+# A chunk holding this many real pieces ends rather than pad more than _CHUNK_SLACK times them
+# (see length_chunks; chosen by timing a MiniLM pipeline on CoNLL-2003 batches, benchmarks/README.md).
+_MIN_CHUNK_PIECES = 256
+_CHUNK_SLACK = 1.1
 _B64 = "base64:"  # prefix of a tokenizer file that is not UTF-8 text (e.g. a sentencepiece model)
 
 
@@ -387,16 +391,25 @@ def run_windows(
     return out
 
 
-def length_chunks(lengths: Sequence[int], budget: int) -> List[np.ndarray]:
+def length_chunks(lengths: Sequence[int], budget: int, min_pieces: int = _MIN_CHUNK_PIECES,
+                  slack: float = _CHUNK_SLACK) -> List[np.ndarray]:
     """Row indices sorted by length and cut into chunks whose rows, padded to the chunk's longest,
     hold at most `budget` pieces (a row longer than the budget runs alone). Sorting first is what
-    keeps a sentence of 10 pieces from being padded to a 512-piece window of another doc."""
+    keeps a sentence of 10 pieces from being padded to a 512-piece window of another doc.
+
+    A chunk that already holds `min_pieces` real pieces also ends before a row that would make
+    its padded size more than `slack` times its real pieces: in one `nlp.pipe` batch of 256
+    CoNLL-2003 sentences, filling chunks up to the budget alone padded them to 2.1 times their
+    pieces, and every padded piece costs a full pass through the transformer's linear layers."""
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
-    chunks, start = [], 0
-    for i in range(1, len(order)):
-        if (i - start + 1) * lengths[order[i]] > budget:  # ascending: row i is the chunk's longest
+    chunks, start, real = [], 0, 0
+    for i in range(len(order)):
+        length = int(lengths[order[i]])
+        padded = (i - start + 1) * length  # ascending: row i is the chunk's longest
+        if i > start and (padded > budget or (real >= min_pieces and padded > slack * (real + length))):
             chunks.append(order[start:i])
-            start = i
+            start, real, padded = i, 0, length
+        real += length
     if len(order):
         chunks.append(order[start:])
     return chunks

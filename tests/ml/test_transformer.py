@@ -202,6 +202,24 @@ def test_length_chunks_sort_rows_and_respect_the_budget():
     assert length_chunks([], 24) == []
 
 
+def test_length_chunks_end_a_full_chunk_before_it_pads_too_much():
+    from bilstm_tagger.ml.transformer import length_chunks
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 90, size=256).tolist()  # one nlp.pipe batch of sentence-length rows
+    chunks = length_chunks(lengths, 8192, min_pieces=256, slack=1.1)
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(len(lengths)))
+    for chunk in chunks:
+        real, padded = sum(lengths[i] for i in chunk), len(chunk) * max(lengths[i] for i in chunk)
+        assert padded <= 8192
+        # a chunk ends once it holds 256 real pieces and the next row would pad past 1.1 times them
+        if real - max(lengths[i] for i in chunk) >= 256:
+            assert padded <= 1.1 * real
+    padded_total = sum(len(c) * max(lengths[i] for i in c) for c in chunks)
+    budget_only = length_chunks(lengths, 8192, min_pieces=10**9)  # filling chunks to the budget alone
+    assert padded_total < 0.8 * sum(len(c) * max(lengths[i] for i in c) for c in budget_only)
+
+
 def test_bf16_changes_tagging_only_and_int8_leaves_the_transformer_in_float32(bert_dir):
     from bilstm_tagger.ml.precision import set_precision
 
