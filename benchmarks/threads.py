@@ -9,6 +9,14 @@ loads), which builds two pipelines with the same tokens: configs/ner.cfg
 They tag the test split with nlp.pipe, interleaved A B A B, median of 3.
 "Busy" runs one CPU-bound process on the side for the whole measurement.
 The ratio (ours / spaCy, same process, same moment) is what to compare.
+
+Trained pipelines instead (both tagging with the policy's settings put over their saved config):
+
+    python -m benchmarks.threads --dataset ../shared/datasets/conll2003 \
+        --model benchmarks/models/conll2003/bilstm_speed/model-best \
+        --peer-model benchmarks/models/conll2003/spacy_speed/model-best
+
+writes results/threads_trained_<model name>.json.
 """
 from __future__ import annotations
 
@@ -61,10 +69,29 @@ def build_pipelines(dataset: str, torch_threads: int, limit: int = 0, precision:
     return ours, peer, words
 
 
-def child(dataset: str, torch_threads: int, repeats: int, limit: int = 0, precision: str = "fp32") -> dict:
+def load_trained(model: str, peer_model: str, dataset: str, torch_threads: int, limit: int, precision: str):
+    """Our trained pipeline with the policy's thread count and precision over its saved settings,
+    a trained spaCy pipeline as it was saved, and the test split's words."""
     import spacy
 
-    ours, peer, words = build_pipelines(dataset, torch_threads, limit, precision)
+    from bilstm_tagger.data.readers import create_hf_reader
+    from bilstm_tagger.pipeline.quantize import our_components
+
+    settings = {"torch_threads": torch_threads, "precision": precision}
+    ours = spacy.load(model, config={"components": {name: settings for name in our_components(Path(model))}})
+    peer = spacy.load(peer_model)
+    words = [[t.text for t in eg.reference] for eg in create_hf_reader(dataset, split="test", limit=limit)(spacy.blank("en"))]
+    return ours, peer, words
+
+
+def child(dataset: str, torch_threads: int, repeats: int, limit: int = 0, precision: str = "fp32",
+          model: Optional[str] = None, peer_model: Optional[str] = None) -> dict:
+    import spacy
+
+    if model:
+        ours, peer, words = load_trained(model, peer_model, dataset, torch_threads, limit, precision)
+    else:
+        ours, peer, words = build_pipelines(dataset, torch_threads, limit, precision)
     n_words = sum(map(len, words))
     wps = {"ours": [], "spacy_ner": []}
     for _ in range(repeats + 1):  # the first round warms up and is dropped
@@ -90,12 +117,17 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="tag only the first N test sentences (0 = all)")
     parser.add_argument("--policies", nargs="*", default=list(POLICIES), choices=list(POLICIES), metavar="POLICY",
                         help="which policies to run (default: all)")
+    parser.add_argument("--model", default=None, help="a trained pipeline of ours instead of untrained configs/ner.cfg (needs --peer-model)")
+    parser.add_argument("--peer-model", default=None, help="a trained spaCy `ner` pipeline to compare --model with")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--child-precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if bool(args.model) != bool(args.peer_model):
+        parser.error("--model and --peer-model go together")
     if args.child is not None:
-        print(json.dumps(child(args.dataset, args.child, args.repeats, args.limit, args.child_precision)))
+        print(json.dumps(child(args.dataset, args.child, args.repeats, args.limit, args.child_precision, args.model, args.peer_model)))
         return 0
+    trained = ["--model", args.model, "--peer-model", args.peer_model] if args.model else []
     rows = []
     for load in ("idle", "one core busy"):
         for name in args.policies:
@@ -103,7 +135,7 @@ def main(argv=None) -> int:
             spinner = _spin() if load != "idle" else None
             try:
                 proc = subprocess.run(
-                    [sys.executable, "-m", "benchmarks.threads", "--dataset", args.dataset, "--repeats", str(args.repeats), "--limit", str(args.limit), "--child", str(threads), "--child-precision", precision],
+                    [sys.executable, "-m", "benchmarks.threads", "--dataset", args.dataset, "--repeats", str(args.repeats), "--limit", str(args.limit), "--child", str(threads), "--child-precision", precision, *trained],
                     capture_output=True, text=True, cwd=str(REPO),
                     env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", **env},
                 )
@@ -118,8 +150,9 @@ def main(argv=None) -> int:
             print(f"{load:14s} {name:38s} ours {row['ours']:8,.0f}  spaCy ner {row['spacy_ner']:8,.0f} words/s  ratio {row['ratio']:.2f}", flush=True)
     if args.limit:
         return 0  # a smoke run: nothing to record
-    RESULTS.write_text(json.dumps({"command": "python -m benchmarks.threads " + " ".join(sys.argv[1:] if argv is None else argv), "cpus": os.cpu_count(),
-                                   "date": time.strftime("%Y-%m-%d"), "rows": rows}, indent=2) + "\n")
+    path = RESULTS.with_name(f"threads_trained_{Path(args.model).resolve().parent.name}.json") if args.model else RESULTS
+    path.write_text(json.dumps({"command": "python -m benchmarks.threads " + " ".join(sys.argv[1:] if argv is None else argv), "cpus": os.cpu_count(),
+                                "date": time.strftime("%Y-%m-%d"), "model": args.model, "peer_model": args.peer_model, "rows": rows}, indent=2) + "\n")
     return 0
 
 

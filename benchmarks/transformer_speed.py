@@ -11,7 +11,8 @@ weights tag as fast as trained ones): configs/ner_transformer.cfg with --transfo
 `--batch-pieces 4096 8192 16384` times the transformer at each padded-piece budget per call, and
 `--precision int8 bf16` adds passes with the pipeline tagging in each reduced precision (the
 component's `precision` setting, as `python -m bilstm_tagger quantize` writes it), and reports how
-far the transformer's features move from float32 ones. Prints words/s and the ratio, and writes
+far the transformer's features move from float32 ones. `--budget-only` adds each of those passes
+with chunks filled up to the budget whatever their padding (the chunking before padding was bounded). Prints words/s and the ratio, and writes
 benchmarks/results/transformer_speed.json.
 """
 from __future__ import annotations
@@ -59,6 +60,8 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="tag only the first N test sentences (0 = all)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batch-pieces", type=int, nargs="*", default=[], help="padded-piece budgets to try")
+    parser.add_argument("--budget-only", action="store_true",
+                        help="also time chunks filled to the budget with no padding limit (the chunking before padding was bounded)")
     parser.add_argument("--precision", nargs="*", default=[], choices=["int8", "bf16"],
                         help="also time the pipeline tagging in these precisions")
     args = parser.parse_args(argv)
@@ -82,9 +85,11 @@ def main(argv=None) -> int:
     def set_precision(precision: str) -> None:
         ours.get_pipe("bilstm_tagger").set_precision(precision)
 
-    def variant(budget: int, precision: str = "fp32") -> Callable[[], None]:
+    default_min_pieces = tf._MIN_CHUNK_PIECES
+
+    def variant(budget: int, precision: str = "fp32", min_pieces: int = default_min_pieces) -> Callable[[], None]:
         def setup() -> None:
-            tf._BATCH_PIECES = budget
+            tf._BATCH_PIECES, tf._MIN_CHUNK_PIECES = budget, min_pieces
             set_precision(precision)
             tf.clear_feature_caches(ours.get_pipe("bilstm_tagger").model)
         return setup
@@ -96,6 +101,10 @@ def main(argv=None) -> int:
             variants[f"minilm_frozen (budget {budget})"] = (ours, variant(budget))
     for precision in args.precision:
         variants[f"minilm_frozen {precision} (budget {default_budget})"] = (ours, variant(default_budget, precision))
+    if args.budget_only:  # a chunk never ends early for padding: min_pieces out of reach
+        for precision in ["fp32", *args.precision]:
+            variants[f"minilm_frozen {precision} (budget {default_budget}, budget only)"] = (
+                ours, variant(default_budget, precision, min_pieces=2**62))
 
     def tag(nlp) -> float:
         docs = [spacy.tokens.Doc(nlp.vocab, words=w) for w in words]

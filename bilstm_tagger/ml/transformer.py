@@ -428,7 +428,7 @@ def _gather_pieces(
     out = torch.zeros((len(module.layers), len(piece_rows), module.width), device=device)
     if not rows:
         return out
-    chunks = length_chunks([len(r) for r in rows], _BATCH_PIECES)
+    chunks = length_chunks([len(r) for r in rows], _BATCH_PIECES, _MIN_CHUNK_PIECES, _CHUNK_SLACK)
     chunk_of_row = np.empty(len(rows), dtype=np.int64)
     slot_of_row = np.empty(len(rows), dtype=np.int64)  # the row's index inside its chunk
     for c, chunk in enumerate(chunks):
