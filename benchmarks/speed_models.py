@@ -64,7 +64,9 @@ def main(argv=None) -> int:
         group = json.loads(result.read_text()).get("group_sentences", 1) if result.exists() else 1
         for precision in ["fp32"] + args.precision:
             variant = name if precision == "fp32" else f"{name} [{precision}]"
-            config = {"components": {c: {"precision": precision} for c in our_components(MODELS / _slug(args.dataset) / name / "model-best")}}
+            # --threads over the saved torch_threads too: benchmarks.ner trains with 1 thread and saves it
+            settings = {"precision": precision, "torch_threads": args.threads}
+            config = {"components": {c: settings for c in our_components(MODELS / _slug(args.dataset) / name / "model-best")}}
             pipelines[variant] = spacy.load(MODELS / _slug(args.dataset) / name / "model-best", config=config)
             groups[variant] = group
             trained.append(variant)
