@@ -39,11 +39,11 @@ def _median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def gemm_rate(m: int, k: int, n: int, repeats: int = 20) -> float:
-    """Measured multiply-adds per second of an (m x k) @ (k x n) float32 product."""
+def gemm_rate(m: int, k: int, n: int, repeats: int = 20, dtype: str = "float32") -> float:
+    """Measured multiply-adds per second of an (m x k) @ (k x n) product in `dtype` (float32, bfloat16)."""
     import torch
 
-    a, b = torch.randn(m, k), torch.randn(k, n)
+    a, b = torch.randn(m, k, dtype=getattr(torch, dtype)), torch.randn(k, n, dtype=getattr(torch, dtype))
     seconds = _median_time(lambda: [torch.mm(a, b) for _ in range(repeats)], 3) / repeats
     return m * k * n / seconds
 

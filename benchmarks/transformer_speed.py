@@ -131,6 +131,7 @@ def main(argv=None) -> int:
                            "ratio_to_spacy_efficiency": statistics.median(r) / peer_wps} for name, r in runs.items()},
     }
     out["max_abs_feature_diff"] = {p: feature_diff(ours, words[:512], set_precision, p) for p in args.precision}
+    out["bound"] = linear_bound(ours, words, ["float32"] + (["bfloat16"] if "bf16" in args.precision else []))
     set_precision("fp32")
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(out, indent=2) + "\n")
@@ -138,7 +139,35 @@ def main(argv=None) -> int:
         print(f"{name:44s} {row['words_per_s_median']:10,.0f} words/s  {row['ratio_to_spacy_efficiency']:.3f}x spaCy")
     for precision, diff in out["max_abs_feature_diff"].items():
         print(f"{precision} vs float32 transformer features: max abs diff {diff:.4g}")
+    bound = out["bound"]
+    print(f"bound: {bound['macs_per_piece'] / 1e6:.1f} M multiply-adds per piece, {bound['pieces_per_word']:.3f} pieces per word")
+    for dtype, row in bound["dtypes"].items():
+        print(f"  {dtype}: GEMM {row['gemm_macs_per_s'] / 1e9:.0f} GMAC/s -> at most {row['words_per_s']:,.0f} words/s at 1.1x padding")
     return 0
+
+
+def linear_bound(nlp, words: List[List[str]], dtypes: List[str]) -> dict:
+    """The words/s the transformer's linear layers alone would allow at this machine's measured GEMM
+    rate: multiply-adds per piece from the model's config, pieces per word (with the special
+    tokens) from its tokenizer on these words, padded 1.1x (length_chunks' slack)."""
+    from bilstm_tagger.ml.shim import get_module
+    from bilstm_tagger.ml.transformer import _CHUNK_SLACK
+
+    from .speed_profile import gemm_rate
+
+    (layer,) = transformer_layers(nlp)
+    module = get_module(layer)
+    cfg = module.transformer.config
+    d, ff, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    shapes = [(d, d)] * 4 + [(d, ff), (ff, d)]  # query, key, value, attention output; feed-forward in and out
+    macs_per_piece = n_layers * sum(k * n for k, n in shapes)
+    pieces = sum(len(ids) for ids in module.tokenizer(words, is_split_into_words=True)["input_ids"])
+    pieces_per_word = pieces / sum(map(len, words))
+    rows = {}
+    for dtype in dtypes:
+        rate = sum(k * n for k, n in shapes) / sum(k * n / gemm_rate(4096, k, n, dtype=dtype) for k, n in shapes)
+        rows[dtype] = {"gemm_macs_per_s": rate, "words_per_s": rate / (macs_per_piece * pieces_per_word * _CHUNK_SLACK)}
+    return {"macs_per_piece": macs_per_piece, "pieces_per_word": pieces_per_word, "padding": _CHUNK_SLACK, "dtypes": rows}
 
 
 def feature_diff(nlp, words: List[List[str]], set_precision: Callable[[str], None], precision: str) -> float:

@@ -56,8 +56,10 @@ POOLINGS = ("first", "mean", "last")
 # Padded word pieces per transformer call (rows sorted by length first). On a shared 2-core EPYC,
 # 2048, 4096 and 8192 were within measurement noise for MiniLM and 16384 was slower, so no bigger.
 _BATCH_PIECES = 8192
-# A chunk holding this many real pieces ends rather than pad more than _CHUNK_SLACK times them
-# (see length_chunks; chosen by timing a MiniLM pipeline on CoNLL-2003 batches, benchmarks/README.md).
+# A chunk holding this many real pieces ends rather than pad more than _CHUNK_SLACK times them (see
+# length_chunks). Timed with a MiniLM pipeline on 1,000 CoNLL-2003 test sentences in nlp.pipe batches
+# of 256: 256/1.1 was the fastest of 256-1024 x 1.05-1.2 on one thread (2.0x the budget-only chunks);
+# on two threads 256 to 2048 were within noise of each other.
 _MIN_CHUNK_PIECES = 256
 _CHUNK_SLACK = 1.1
 _B64 = "base64:"  # prefix of a tokenizer file that is not UTF-8 text (e.g. a sentencepiece model)
