@@ -191,6 +191,17 @@ def test_batched_features_equal_one_doc_per_call(bert_dir, monkeypatch):
         np.testing.assert_allclose(a, b, atol=1e-4, err_msg=doc.text[:40])
     assert batched[0].any() and not batched[1].any()
 
+    # Chunks cut for padding rather than for the budget put every vector back in its place too.
+    del calls[:]
+    monkeypatch.setattr(module, "_BATCH_PIECES", 8192)
+    monkeypatch.setattr(module, "_MIN_CHUNK_PIECES", 8)
+    by_padding = layer.predict(docs)
+    assert len(calls) > 2
+    # a chunk that held 8 real pieces before its longest row joined is padded at most 1.1x
+    assert all(rows * longest <= 1.1 * real for rows, longest, real in calls if real - longest >= 8)
+    for doc, a, b in zip(docs, by_padding, single):
+        np.testing.assert_allclose(a, b, atol=1e-4, err_msg=doc.text[:40])
+
 
 def test_length_chunks_sort_rows_and_respect_the_budget():
     from bilstm_tagger.ml.transformer import length_chunks
