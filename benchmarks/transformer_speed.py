@@ -12,7 +12,10 @@ weights tag as fast as trained ones): configs/ner_transformer.cfg with --transfo
 `--precision int8 bf16` adds passes with the pipeline tagging in each reduced precision (the
 component's `precision` setting, as `python -m bilstm_tagger quantize` writes it), and reports how
 far the transformer's features move from float32 ones. `--budget-only` adds each of those passes
-with chunks filled up to the budget whatever their padding (the chunking before padding was bounded). Prints words/s and the ratio, and writes
+with chunks filled up to the budget whatever their padding (the chunking before padding was bounded).
+`--train-steps N` also times N fine-tuning updates (the config with `freeze = false`, batches of
+about 1,000 words of train) in words per CPU-second, with and without the padding bound when
+`--budget-only` is given, interleaved. Prints words/s and the ratio, and writes
 benchmarks/results/transformer_speed.json.
 """
 from __future__ import annotations
@@ -62,6 +65,8 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-pieces", type=int, nargs="*", default=[], help="padded-piece budgets to try")
     parser.add_argument("--budget-only", action="store_true",
                         help="also time chunks filled to the budget with no padding limit (the chunking before padding was bounded)")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="also time this many fine-tuning updates (words per CPU-second)")
     parser.add_argument("--precision", nargs="*", default=[], choices=["int8", "bf16"],
                         help="also time the pipeline tagging in these precisions")
     args = parser.parse_args(argv)
@@ -130,6 +135,8 @@ def main(argv=None) -> int:
         "systems": {name: {"words_per_s_median": statistics.median(r), "runs": r,
                            "ratio_to_spacy_efficiency": statistics.median(r) / peer_wps} for name, r in runs.items()},
     }
+    if args.train_steps:
+        out["fine_tuning"] = time_fine_tuning(args, default_min_pieces)
     out["max_abs_feature_diff"] = {p: feature_diff(ours, words[:512], set_precision, p) for p in args.precision}
     out["bound"] = linear_bound(ours, words, ["float32"] + (["bfloat16"] if "bf16" in args.precision else []))
     set_precision("fp32")
@@ -139,11 +146,53 @@ def main(argv=None) -> int:
         print(f"{name:44s} {row['words_per_s_median']:10,.0f} words/s  {row['ratio_to_spacy_efficiency']:.3f}x spaCy")
     for precision, diff in out["max_abs_feature_diff"].items():
         print(f"{precision} vs float32 transformer features: max abs diff {diff:.4g}")
+    for name, row in out.get("fine_tuning", {}).items():
+        print(f"fine-tuning, {name:36s} {row['words_per_cpu_s_median']:8,.0f} words per CPU-second")
     bound = out["bound"]
     print(f"bound: {bound['macs_per_piece'] / 1e6:.1f} M multiply-adds per piece, {bound['pieces_per_word']:.3f} pieces per word")
     for dtype, row in bound["dtypes"].items():
         print(f"  {dtype}: GEMM {row['gemm_macs_per_s'] / 1e9:.0f} GMAC/s -> at most {row['words_per_s']:,.0f} words/s at 1.1x padding")
     return 0
+
+
+def time_fine_tuning(args, min_pieces: int) -> Dict[str, dict]:
+    """Words per CPU-second of `args.train_steps` updates of the fine-tuned config, per chunking rule,
+    interleaved over --repeats rounds (the first round warms up and is dropped)."""
+    from spacy.training.initialize import init_nlp
+    from spacy.util import load_config
+
+    from bilstm_tagger.data.readers import create_hf_reader
+    from bilstm_tagger.ml import transformer as tf
+
+    t = "components.bilstm_tagger.model.embed.*.transformer"
+    overrides = {"paths.dataset": args.dataset, "paths.transformer": args.transformer, "corpora.train.limit": 500,
+                 "corpora.dev.limit": 10, "components.bilstm_tagger.torch_threads": args.threads,
+                 f"{t}.freeze": False, f"{t}.learn_rate_scale": 0.025}
+    nlp = init_nlp(load_config(REPO / "configs" / "ner_transformer.cfg", overrides=overrides, interpolate=False))
+    batches, batch, n = [], [], 0
+    for eg in create_hf_reader(args.dataset, split="train", limit=4000)(nlp):
+        batch.append(eg)
+        n += len(eg)
+        if n >= 1000:
+            batches.append(batch)
+            batch, n = [], 0
+    work = batches[: args.train_steps]
+    n_words = sum(len(eg) for b in work for eg in b)
+    rules = {"padding bounded": min_pieces}
+    if args.budget_only:
+        rules["budget only"] = 2**62
+    runs: Dict[str, List[float]] = {name: [] for name in rules}
+    for round_ in range(args.repeats + 1):
+        for name, value in rules.items():
+            tf._MIN_CHUNK_PIECES = value
+            start = time.process_time()
+            for b in work:
+                nlp.update(b, drop=0.1)
+            if round_:
+                runs[name].append(n_words / (time.process_time() - start))
+    tf._MIN_CHUNK_PIECES = min_pieces
+    return {name: {"words_per_cpu_s_median": statistics.median(r), "runs": r, "steps": len(work), "words": n_words}
+            for name, r in runs.items()}
 
 
 def linear_bound(nlp, words: List[List[str]], dtypes: List[str]) -> dict:
