@@ -11,6 +11,7 @@ plus one kind of teacher rows over the same --stories unlabeled news stories (cu
 - soft: TEACHER's exact token marginals on the unlabeled sentences and on the gold rows (`distill`'s default);
 - hard: TEACHER's entities on the unlabeled sentences as silver gold (`distill --hard-labels`);
 - soft_w05: soft with `distill_weight` 0.5;
+- soft_t2: soft with `distill_temperature` 2 (the student's scores halved in the distillation term);
 - soft_25pct: soft on the first quarter of the unlabeled sentences;
 - packed: soft on rows of consecutive sentences packed up to 64 words (`--pack-words 64`);
 - self: the gold-only student's own marginals (self-training);
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Dict, List
 
 REPO = Path(__file__).resolve().parent.parent
-RUNS = ("gold", "soft", "hard", "soft_w05", "soft_25pct", "packed", "self", "ensemble")
+RUNS = ("gold", "soft", "hard", "soft_w05", "soft_t2", "soft_25pct", "packed", "self", "ensemble")
 
 
 def bilstm(*args: str, log: Path) -> float:
@@ -98,6 +99,8 @@ def main(argv=None) -> int:
             results[name] = student(name, args, {"teacher": [str(out / "hard_teacher" / "teacher" / "unlabeled")]}, [])
         elif name == "soft_w05":
             results[name] = student(name, args, soft_corpus, ["--components.bilstm_tagger.distill_weight", "0.5"])
+        elif name == "soft_t2":
+            results[name] = student(name, args, soft_corpus, ["--components.bilstm_tagger.distill_temperature", "2.0"])
         elif name == "soft_25pct":
             import pyarrow.parquet as pq
 
