@@ -16,6 +16,18 @@ import time
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def word_batches(examples, words: int = 1000) -> list:
+    """Examples in order, cut into batches of at least `words` words (a trailing partial batch is dropped)."""
+    batches, batch, n = [], [], 0
+    for eg in examples:
+        batch.append(eg)
+        n += len(eg)
+        if n >= words:
+            batches.append(batch)
+            batch, n = [], 0
+    return batches
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.profile", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["train", "infer"])
@@ -38,13 +50,7 @@ def main() -> None:
     if args.what == "train":
         overrides = {"paths.dataset": args.dataset, "corpora.train.limit": 3000, "corpora.dev.limit": 10}
         nlp = init_nlp(load_config(args.config, overrides=overrides, interpolate=False))
-        batches, batch, n = [], [], 0
-        for eg in create_hf_reader(args.dataset, split="train", limit=3000)(nlp):
-            batch.append(eg)
-            n += len(eg)
-            if n >= 1000:
-                batches.append(batch)
-                batch, n = [], 0
+        batches = word_batches(create_hf_reader(args.dataset, split="train", limit=3000)(nlp))
         nlp.update(batches[0])  # warm-up
         work = batches[1 : args.steps + 1]
         n_words = sum(len(eg) for b in work for eg in b)

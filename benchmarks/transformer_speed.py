@@ -164,19 +164,14 @@ def time_fine_tuning(args, min_pieces: int) -> Dict[str, dict]:
     from bilstm_tagger.data.readers import create_hf_reader
     from bilstm_tagger.ml import transformer as tf
 
+    from .profile import word_batches
+
     t = "components.bilstm_tagger.model.embed.*.transformer"
     overrides = {"paths.dataset": args.dataset, "paths.transformer": args.transformer, "corpora.train.limit": 500,
                  "corpora.dev.limit": 10, "components.bilstm_tagger.torch_threads": args.threads,
                  f"{t}.freeze": False, f"{t}.learn_rate_scale": 0.025}
     nlp = init_nlp(load_config(REPO / "configs" / "ner_transformer.cfg", overrides=overrides, interpolate=False))
-    batches, batch, n = [], [], 0
-    for eg in create_hf_reader(args.dataset, split="train", limit=4000)(nlp):
-        batch.append(eg)
-        n += len(eg)
-        if n >= 1000:
-            batches.append(batch)
-            batch, n = [], 0
-    work = batches[: args.train_steps]
+    work = word_batches(create_hf_reader(args.dataset, split="train", limit=4000)(nlp))[: args.train_steps]
     n_words = sum(len(eg) for b in work for eg in b)
     rules = {"padding bounded": min_pieces}
     if args.budget_only:
