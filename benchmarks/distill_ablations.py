@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", nargs="*", default=list(RUNS), choices=RUNS)
     parser.add_argument("--record", action="store_true", help="also write benchmarks/results/distill/ablations.json")
     args = parser.parse_args(argv)
+    if args.record and set(args.runs) != set(RUNS):
+        parser.error("--record writes the full ablation table: run every run, or keep --out's ablations.json")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: Dict[str, dict] = {}

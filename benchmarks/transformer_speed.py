@@ -138,6 +138,7 @@ def main(argv=None) -> int:
     if args.train_steps:
         out["fine_tuning"] = time_fine_tuning(args, default_min_pieces)
     out["max_abs_feature_diff"] = {p: feature_diff(ours, words[:512], set_precision, p) for p in args.precision}
+    out["padding"] = padding_ratios(ours, words, args.batch_size, default_min_pieces)
     out["bound"] = linear_bound(ours, words, ["float32"] + (["bfloat16"] if "bf16" in args.precision else []))
     set_precision("fp32")
     RESULT.parent.mkdir(parents=True, exist_ok=True)
@@ -148,6 +149,8 @@ def main(argv=None) -> int:
         print(f"{precision} vs float32 transformer features: max abs diff {diff:.4g}")
     for name, row in out.get("fine_tuning", {}).items():
         print(f"fine-tuning, {name:36s} {row['words_per_cpu_s_median']:8,.0f} words per CPU-second")
+    for name, ratio in out["padding"].items():
+        print(f"padded pieces / real pieces, {name}: {ratio:.2f}")
     bound = out["bound"]
     print(f"bound: {bound['macs_per_piece'] / 1e6:.1f} M multiply-adds per piece, {bound['pieces_per_word']:.3f} pieces per word")
     for dtype, row in bound["dtypes"].items():
@@ -188,6 +191,26 @@ def time_fine_tuning(args, min_pieces: int) -> Dict[str, dict]:
     tf._MIN_CHUNK_PIECES = min_pieces
     return {name: {"words_per_cpu_s_median": statistics.median(r), "runs": r, "steps": len(work), "words": n_words}
             for name, r in runs.items()}
+
+
+def padding_ratios(nlp, words: List[List[str]], batch_size: int, min_pieces: int) -> Dict[str, float]:
+    """Padded over real word pieces (special pieces included) of the chunks each rule cuts, over the
+    nlp.pipe batches of `batch_size` docs that the timing passes run (one window per sentence here)."""
+    from bilstm_tagger.ml.shim import get_module
+    from bilstm_tagger.ml.transformer import _BATCH_PIECES, _CHUNK_SLACK, length_chunks
+
+    (layer,) = transformer_layers(nlp)
+    tokenizer = get_module(layer).tokenizer
+    rules = {"padding bounded": min_pieces, "budget only": 2**62}
+    padded = dict.fromkeys(rules, 0)
+    real = 0
+    for start in range(0, len(words), batch_size):
+        lengths = [len(ids) for ids in tokenizer(words[start : start + batch_size], is_split_into_words=True)["input_ids"]]
+        real += sum(lengths)
+        for name, value in rules.items():
+            chunks = length_chunks(lengths, _BATCH_PIECES, value, _CHUNK_SLACK)
+            padded[name] += sum(len(c) * max(lengths[i] for i in c) for c in chunks)
+    return {name: padded[name] / real for name in rules}
 
 
 def linear_bound(nlp, words: List[List[str]], dtypes: List[str]) -> dict:

@@ -10,7 +10,8 @@ scalar mix (softmax weights times a scale, as in ELMo). A token with no pieces
 
 Windows of all docs in a call run together: sorted by length and cut into
 chunks of at most `_BATCH_PIECES` padded pieces, so short sentences are not
-padded to the longest window of the call.
+padded to the longest window of the call; a chunk also ends before it would be
+padded past `_CHUNK_SLACK` times its real pieces (see length_chunks).
 
 Frozen, the pooled layers of each doc seen in training are cached by the doc's
 words, so later epochs run only the scalar mix. Tagging reads that cache but
@@ -58,8 +59,9 @@ POOLINGS = ("first", "mean", "last")
 _BATCH_PIECES = 8192
 # A chunk holding this many real pieces ends rather than pad more than _CHUNK_SLACK times them (see
 # length_chunks). Timed with a MiniLM pipeline on 1,000 CoNLL-2003 test sentences in nlp.pipe batches
-# of 256: 256/1.1 was the fastest of 256-1024 x 1.05-1.2 on one thread (2.0x the budget-only chunks);
-# on two threads 256 to 2048 were within noise of each other.
+# of 256: 256/1.1 was the fastest of 256-1024 x 1.05-1.2 on one thread; on two threads 256 to 2048
+# were within noise of each other (benchmarks.transformer_speed --budget-only times it against the
+# budget-only chunks and reports both paddings).
 _MIN_CHUNK_PIECES = 256
 _CHUNK_SLACK = 1.1
 _B64 = "base64:"  # prefix of a tokenizer file that is not UTF-8 text (e.g. a sentencepiece model)
@@ -410,7 +412,7 @@ def length_chunks(lengths: Sequence[int], budget: int, min_pieces: int = _MIN_CH
         padded = (i - start + 1) * length  # ascending: row i is the chunk's longest
         if i > start and (padded > budget or (real >= min_pieces and padded > slack * (real + length))):
             chunks.append(order[start:i])
-            start, real, padded = i, 0, length
+            start, real = i, 0
         real += length
     if len(order):
         chunks.append(order[start:])

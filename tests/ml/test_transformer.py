@@ -192,13 +192,18 @@ def test_batched_features_equal_one_doc_per_call(bert_dir, monkeypatch):
     assert batched[0].any() and not batched[1].any()
 
     # Chunks cut for padding rather than for the budget put every vector back in its place too.
-    del calls[:]
     monkeypatch.setattr(module, "_BATCH_PIECES", 8192)
+    monkeypatch.setattr(module, "_MIN_CHUNK_PIECES", 2**62)  # no padding bound: one call holds every row
+    del calls[:]
+    layer.predict(docs)
+    assert len(calls) == 1
     monkeypatch.setattr(module, "_MIN_CHUNK_PIECES", 8)
+    del calls[:]
     by_padding = layer.predict(docs)
     assert len(calls) > 2
     # a chunk that held 8 real pieces before its longest row joined is padded at most 1.1x
-    assert all(rows * longest <= 1.1 * real for rows, longest, real in calls if real - longest >= 8)
+    bounded = [(rows, longest, real) for rows, longest, real in calls if real - longest >= 8]
+    assert bounded and all(rows * longest <= 1.1 * real for rows, longest, real in bounded)
     for doc, a, b in zip(docs, by_padding, single):
         np.testing.assert_allclose(a, b, atol=1e-4, err_msg=doc.text[:40])
 
