@@ -403,7 +403,7 @@ def length_chunks(lengths: Sequence[int], budget: int, min_pieces: int = _MIN_CH
 
     A chunk that already holds `min_pieces` real pieces also ends before a row that would make
     its padded size more than `slack` times its real pieces: in one `nlp.pipe` batch of 256
-    CoNLL-2003 sentences, filling chunks up to the budget alone padded them to 2.1 times their
+    CoNLL-2003 sentences, filling chunks up to the budget alone padded them to 2.3 times their
     pieces, and every padded piece costs a full pass through the transformer's linear layers."""
     order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
     chunks, start, real = [], 0, 0
