@@ -46,10 +46,9 @@ def main(argv=None) -> int:
 
     from bilstm_tagger.data.readers import create_hf_reader
     from bilstm_tagger.ml.transformer import clear_feature_caches
-    from bilstm_tagger.pipeline.quantize import our_components
 
     from .runner import MODELS, RESULTS, _slug, environment, score_split
-    from .threads import build_pipelines
+    from .threads import build_pipelines, load_ours
 
     torch.set_num_threads(args.threads)
     ours, peer, _ = build_pipelines(args.dataset, args.threads, precision="fp32")
@@ -65,9 +64,8 @@ def main(argv=None) -> int:
         for precision in ["fp32"] + args.precision:
             variant = name if precision == "fp32" else f"{name} [{precision}]"
             # --threads over the saved torch_threads too: benchmarks.ner trains with 1 thread and saves it
-            settings = {"precision": precision, "torch_threads": args.threads}
-            config = {"components": {c: settings for c in our_components(MODELS / _slug(args.dataset) / name / "model-best")}}
-            pipelines[variant] = spacy.load(MODELS / _slug(args.dataset) / name / "model-best", config=config)
+            pipelines[variant] = load_ours(MODELS / _slug(args.dataset) / name / "model-best",
+                                           {"precision": precision, "torch_threads": args.threads})
             groups[variant] = group
             trained.append(variant)
     blank = spacy.blank("en")

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional, Union
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "threads.json"
@@ -48,12 +48,9 @@ def build_pipelines(dataset: str, torch_threads: int, limit: int = 0, precision:
     """configs/ner.cfg (tagging in `precision`; None: the config's own) and spaCy's efficiency `ner`,
     both initialized on 500 train sentences, and the test split's words (the first `limit`
     sentences; 0 = all)."""
-    import spacy
     from spacy.cli.init_config import init_config
     from spacy.training.initialize import init_nlp
     from spacy.util import load_config
-
-    from bilstm_tagger.data.readers import create_hf_reader
 
     overrides = {"paths.dataset": dataset, "corpora.train.limit": 500, "corpora.dev.limit": 10,
                  "components.bilstm_tagger.torch_threads": torch_threads}
@@ -65,8 +62,25 @@ def build_pipelines(dataset: str, torch_threads: int, limit: int = 0, precision:
         "@readers": "bilstm_tagger.HFDataset.v1", "path": dataset, "split": "train", "limit": 500,
     }
     peer = init_nlp(config)
-    words = [[t.text for t in eg.reference] for eg in create_hf_reader(dataset, split="test", limit=limit)(spacy.blank("en"))]
-    return ours, peer, words
+    return ours, peer, read_test_words(dataset, limit)
+
+
+def read_test_words(dataset: str, limit: int = 0) -> List[List[str]]:
+    """The words of the test split's first `limit` sentences (0 = all)."""
+    import spacy
+
+    from bilstm_tagger.data.readers import create_hf_reader
+
+    return [[t.text for t in eg.reference] for eg in create_hf_reader(dataset, split="test", limit=limit)(spacy.blank("en"))]
+
+
+def load_ours(model: Union[str, Path], settings: dict):
+    """A saved pipeline with `settings` (e.g. torch_threads, precision) put over every tagger of ours in it."""
+    import spacy
+
+    from bilstm_tagger.pipeline.quantize import our_components
+
+    return spacy.load(model, config={"components": {name: settings for name in our_components(model)}})
 
 
 def load_trained(model: str, peer_model: str, dataset: str, torch_threads: int, limit: int, precision: str):
@@ -74,14 +88,8 @@ def load_trained(model: str, peer_model: str, dataset: str, torch_threads: int, 
     a trained spaCy pipeline as it was saved, and the test split's words."""
     import spacy
 
-    from bilstm_tagger.data.readers import create_hf_reader
-    from bilstm_tagger.pipeline.quantize import our_components
-
-    settings = {"torch_threads": torch_threads, "precision": precision}
-    ours = spacy.load(model, config={"components": {name: settings for name in our_components(Path(model))}})
-    peer = spacy.load(peer_model)
-    words = [[t.text for t in eg.reference] for eg in create_hf_reader(dataset, split="test", limit=limit)(spacy.blank("en"))]
-    return ours, peer, words
+    ours = load_ours(model, {"torch_threads": torch_threads, "precision": precision})
+    return ours, spacy.load(peer_model), read_test_words(dataset, limit)
 
 
 def child(dataset: str, torch_threads: int, repeats: int, limit: int = 0, precision: str = "fp32",

@@ -32,6 +32,8 @@ from typing import Callable, Dict, List
 
 REPO = Path(__file__).resolve().parent.parent
 RESULT = REPO / "benchmarks" / "results" / "transformer_speed.json"
+# A min_pieces no chunk reaches: chunks fill up to the budget whatever their padding (the old rule).
+NO_PADDING_BOUND = 2**62
 
 
 def build_pipelines(dataset: str, transformer: str, threads: int):
@@ -75,15 +77,14 @@ def main(argv=None) -> int:
     import spacy
     import torch
 
-    from bilstm_tagger.data.readers import create_hf_reader
     from bilstm_tagger.ml import transformer as tf
 
     from .runner import environment
+    from .threads import read_test_words
 
     torch.set_num_threads(args.threads)
     ours, peer = build_pipelines(args.dataset, args.transformer, args.threads)
-    words = [[t.text for t in eg.reference]
-             for eg in create_hf_reader(args.dataset, split="test", limit=args.limit)(spacy.blank("en"))]
+    words = read_test_words(args.dataset, args.limit)
     n_words = sum(map(len, words))
     default_budget = tf._BATCH_PIECES
 
@@ -106,10 +107,10 @@ def main(argv=None) -> int:
             variants[f"minilm_frozen (budget {budget})"] = (ours, variant(budget))
     for precision in args.precision:
         variants[f"minilm_frozen {precision} (budget {default_budget})"] = (ours, variant(default_budget, precision))
-    if args.budget_only:  # a chunk never ends early for padding: min_pieces out of reach
+    if args.budget_only:
         for precision in ["fp32", *args.precision]:
             variants[f"minilm_frozen {precision} (budget {default_budget}, budget only)"] = (
-                ours, variant(default_budget, precision, min_pieces=2**62))
+                ours, variant(default_budget, precision, min_pieces=NO_PADDING_BOUND))
 
     def tag(nlp) -> float:
         docs = [spacy.tokens.Doc(nlp.vocab, words=w) for w in words]
@@ -138,8 +139,10 @@ def main(argv=None) -> int:
     if args.train_steps:
         out["fine_tuning"] = time_fine_tuning(args, default_min_pieces)
     out["max_abs_feature_diff"] = {p: feature_diff(ours, words[:512], set_precision, p) for p in args.precision}
-    out["padding"] = padding_ratios(ours, words, args.batch_size, default_min_pieces)
-    out["bound"] = linear_bound(ours, words, ["float32"] + (["bfloat16"] if "bf16" in args.precision else []))
+    lengths = piece_lengths(ours, words, args.batch_size)
+    out["padding"] = padding_ratios(lengths, default_min_pieces)
+    pieces_per_word = sum(map(sum, lengths)) / n_words
+    out["bound"] = linear_bound(ours, pieces_per_word, ["float32"] + (["bfloat16"] if "bf16" in args.precision else []))
     set_precision("fp32")
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(json.dumps(out, indent=2) + "\n")
@@ -178,7 +181,7 @@ def time_fine_tuning(args, min_pieces: int) -> Dict[str, dict]:
     n_words = sum(len(eg) for b in work for eg in b)
     rules = {"padding bounded": min_pieces}
     if args.budget_only:
-        rules["budget only"] = 2**62
+        rules["budget only"] = NO_PADDING_BOUND
     runs: Dict[str, List[float]] = {name: [] for name in rules}
     for round_ in range(args.repeats + 1):
         for name, value in rules.items():
@@ -193,43 +196,43 @@ def time_fine_tuning(args, min_pieces: int) -> Dict[str, dict]:
             for name, r in runs.items()}
 
 
-def padding_ratios(nlp, words: List[List[str]], batch_size: int, min_pieces: int) -> Dict[str, float]:
-    """Padded over real word pieces (special pieces included) of the chunks each rule cuts, over the
-    nlp.pipe batches of `batch_size` docs that the timing passes run (one window per sentence here)."""
+def piece_lengths(nlp, words: List[List[str]], batch_size: int) -> List[List[int]]:
+    """Word pieces per sentence (special pieces included; one window each here), in the nlp.pipe
+    batches of `batch_size` docs that the timing passes run."""
     from bilstm_tagger.ml.shim import get_module
-    from bilstm_tagger.ml.transformer import _BATCH_PIECES, _CHUNK_SLACK, length_chunks
 
     (layer,) = transformer_layers(nlp)
     tokenizer = get_module(layer).tokenizer
-    rules = {"padding bounded": min_pieces, "budget only": 2**62}
-    padded = dict.fromkeys(rules, 0)
-    real = 0
-    for start in range(0, len(words), batch_size):
-        lengths = [len(ids) for ids in tokenizer(words[start : start + batch_size], is_split_into_words=True)["input_ids"]]
-        real += sum(lengths)
-        for name, value in rules.items():
-            chunks = length_chunks(lengths, _BATCH_PIECES, value, _CHUNK_SLACK)
-            padded[name] += sum(len(c) * max(lengths[i] for i in c) for c in chunks)
+    return [[len(ids) for ids in tokenizer(words[start : start + batch_size], is_split_into_words=True)["input_ids"]]
+            for start in range(0, len(words), batch_size)]
+
+
+def padding_ratios(batches: List[List[int]], min_pieces: int) -> Dict[str, float]:
+    """Padded over real word pieces of the chunks each rule cuts from each batch's piece lengths."""
+    from bilstm_tagger.ml.transformer import _BATCH_PIECES, _CHUNK_SLACK, length_chunks
+
+    rules = {"padding bounded": min_pieces, "budget only": NO_PADDING_BOUND}
+    padded = {name: sum(len(c) * max(lengths[i] for i in c)
+                        for lengths in batches for c in length_chunks(lengths, _BATCH_PIECES, value, _CHUNK_SLACK))
+              for name, value in rules.items()}
+    real = sum(map(sum, batches))
     return {name: padded[name] / real for name in rules}
 
 
-def linear_bound(nlp, words: List[List[str]], dtypes: List[str]) -> dict:
+def linear_bound(nlp, pieces_per_word: float, dtypes: List[str]) -> dict:
     """The words/s the transformer's linear layers alone would allow at this machine's measured GEMM
-    rate: multiply-adds per piece from the model's config, pieces per word (with the special
-    tokens) from its tokenizer on these words, padded 1.1x (length_chunks' slack)."""
+    rate: multiply-adds per piece from the model's config, `pieces_per_word` (with the special
+    tokens), padded 1.1x (length_chunks' slack)."""
     from bilstm_tagger.ml.shim import get_module
     from bilstm_tagger.ml.transformer import _CHUNK_SLACK
 
     from .speed_profile import gemm_rate
 
     (layer,) = transformer_layers(nlp)
-    module = get_module(layer)
-    cfg = module.transformer.config
+    cfg = get_module(layer).transformer.config
     d, ff, n_layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
     shapes = [(d, d)] * 4 + [(d, ff), (ff, d)]  # query, key, value, attention output; feed-forward in and out
     macs_per_piece = n_layers * sum(k * n for k, n in shapes)
-    pieces = sum(len(ids) for ids in module.tokenizer(words, is_split_into_words=True)["input_ids"])
-    pieces_per_word = pieces / sum(map(len, words))
     rows = {}
     for dtype in dtypes:
         rate = sum(k * n for k, n in shapes) / sum(k * n / gemm_rate(4096, k, n, dtype=dtype) for k, n in shapes)
