@@ -50,9 +50,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def check_overrides(args: argparse.Namespace, overrides: Dict):
-    from .train import _bad_override
+    """As `train`'s check, against the config distill trains: its train corpus read by DistillCorpus.v1,
+    so that reader's own settings (`--corpora.train.gold_repeats 2`) are valid overrides too."""
+    from pathlib import Path
 
-    return _bad_override(args.config, overrides)
+    from spacy.util import load_config
+
+    from ..data import distill as _registers_the_reader  # noqa: F401
+    from ..distill.student import DISTILL_READER
+    from .train import unknown_override
+
+    if not Path(args.config).is_file():
+        return None  # distill reports the missing file itself
+    config = load_config(args.config, interpolate=False)
+    corpus = config
+    for key in str(overrides.get("training.train_corpus", config.get("training", {}).get("train_corpus", ""))).split("."):
+        corpus = corpus.get(key) if isinstance(corpus, dict) else None
+    if isinstance(corpus, dict) and "@readers" in corpus:
+        corpus["@readers"] = DISTILL_READER
+    return next((problem for problem in (unknown_override(config, key) for key in overrides) if problem), None)
 
 
 def run(args: argparse.Namespace, overrides: Dict) -> int:

@@ -83,10 +83,12 @@ class DistillCorpus:
     """Callable corpus: the gold Examples (with teacher marginals where `teacher_gold` has the row), then the teacher rows."""
 
     def __init__(self, gold: Optional[HFDatasetReader], teacher: Sequence[str], teacher_gold: Optional[str], teacher_limit: int,
-                 split: str = "train", teacher_hard: bool = False) -> None:
+                 split: str = "train", teacher_hard: bool = False, gold_repeats: int = 1) -> None:
         if gold is None and not teacher:
             raise DatasetError("DistillCorpus needs gold rows (path) or teacher rows (teacher), or both")
-        self.gold, self.split, self.hard = gold, split, teacher_hard
+        if isinstance(gold_repeats, bool) or not isinstance(gold_repeats, int) or gold_repeats < 1:
+            raise DatasetError(f"gold_repeats must be a whole number >= 1 (times each gold row is read per epoch), got {gold_repeats!r}")
+        self.gold, self.split, self.hard, self.gold_repeats = gold, split, teacher_hard, gold_repeats
         self.rows: List[TeacherRow] = [row for folder in teacher for row in read_teacher_rows(folder, teacher_limit)]
         self.joined: Dict[str, TeacherRow] = {}
         if teacher_gold:
@@ -97,6 +99,13 @@ class DistillCorpus:
                     self.joined[row.id] = row
 
     def __call__(self, nlp: Language) -> Iterator[Example]:
+        for _ in range(self.gold_repeats if self.gold is not None else 0):
+            yield from self._gold_examples(nlp)
+        for row in self.rows:
+            yield self._teacher_example(nlp, row, self.hard)
+
+    def _gold_examples(self, nlp: Language) -> Iterator[Example]:
+        """One pass over the gold rows: a fresh Example per row, so repeated rows share no Doc."""
         mismatched = 0
         if self.gold is not None:
             for row_id, words, tags in self.gold._rows():
@@ -110,8 +119,6 @@ class DistillCorpus:
                 yield eg
         if mismatched:
             warnings.warn(f"DistillCorpus: {mismatched} gold row(s) have teacher marginals over other tokens; those marginals were not used")
-        for row in self.rows:
-            yield self._teacher_example(nlp, row, self.hard)
 
     @staticmethod
     def _teacher_example(nlp: Language, row: TeacherRow, hard: bool = False) -> Example:
@@ -124,7 +131,7 @@ class DistillCorpus:
         return Example(predicted, reference)
 
     def __len__(self) -> int:
-        return (len(self.gold) if self.gold is not None else 0) + len(self.rows)
+        return (len(self.gold) * self.gold_repeats if self.gold is not None else 0) + len(self.rows)
 
 
 @registry.readers("bilstm_tagger.DistillCorpus.v1")
@@ -142,14 +149,17 @@ def create_distill_reader(
     teacher_gold: Optional[str] = None,
     teacher_limit: int = 0,
     teacher_hard: bool = False,
+    gold_repeats: int = 1,
 ) -> Callable[[Language], Iterator[Example]]:
     """Gold rows of a Hugging Face dataset (as bilstm_tagger.HFDataset.v1, one row per Doc; path None =
     none) plus teacher rows from `annotate` shard folders: soft labels where the shards have marginals,
     silver entities where they do not. `teacher_gold` is an `annotate --marginals` folder over the gold
     rows themselves, joined by row id. `teacher_limit` caps the rows read from each teacher folder.
     `teacher_hard` trains on the teacher rows' entities (the teacher's best path) as silver gold even
-    where their shards hold marginals, to compare hard and soft labels from one tagging pass."""
+    where their shards hold marginals, to compare hard and soft labels from one tagging pass.
+    `gold_repeats` reads every gold row that many times per epoch, to keep gold from being swamped
+    when the teacher rows outnumber it."""
     gold = None
     if path is not None:
         gold = HFDatasetReader(path, split, name, tokens_column, tags_column, target, spans_key, limit, revision)
-    return DistillCorpus(gold, list(teacher), teacher_gold, teacher_limit, split, teacher_hard)
+    return DistillCorpus(gold, list(teacher), teacher_gold, teacher_limit, split, teacher_hard, gold_repeats)

@@ -12,6 +12,9 @@ GOLD_READER = "bilstm_tagger.HFDataset.v1"
 DISTILL_READER = "bilstm_tagger.DistillCorpus.v1"
 # The settings of [corpora.train] that DistillCorpus.v1 takes over from HFDataset.v1.
 CORPUS_KEYS = ("path", "split", "name", "tokens_column", "tags_column", "target", "spans_key", "limit", "revision")
+# DistillCorpus.v1's own settings, kept when an override puts them on CONFIG's train corpus
+# (e.g. `--corpora.train.gold_repeats 2`).
+DISTILL_KEYS = ("teacher_limit", "teacher_hard", "gold_repeats")
 
 
 @dataclass
@@ -90,9 +93,10 @@ def distill_config(student: Student, teacher: List[Path], teacher_gold: Optional
     for key in student.corpus_path:
         section = section[key]
     kept = {k: v for k, v in section.items() if k in CORPUS_KEYS}  # unresolved: ${paths.dataset} stays a reference
+    own = {k: v for k, v in section.items() if k in DISTILL_KEYS}
     section.clear()
     section.update({"@readers": DISTILL_READER, **kept, "teacher": [str(p) for p in teacher],
-                    "teacher_gold": None if teacher_gold is None else str(teacher_gold), "teacher_limit": 0})
+                    "teacher_gold": None if teacher_gold is None else str(teacher_gold), "teacher_limit": 0, **own})
     return config
 
 

@@ -280,8 +280,11 @@ def test_teacher_only_stops_after_stage_one_and_a_rerun_trains_on_the_same_shard
     before = {p: p.stat().st_mtime_ns for p in shards}
     sentences = pq.read_table(out / "teacher" / "unlabeled-sentences.parquet").num_rows
     assert len(shard_rows(out / "teacher" / "unlabeled")) == sentences > 5
-    assert main([*base, *QUICK]) == 0  # stage 2 now, on the shards stage 1 left
+    # stage 2 now, on the shards stage 1 left; DistillCorpus's own settings pass as overrides
+    assert main([*base, *QUICK, "--corpora.train.gold_repeats", "2", "--corpora.train.teacher_hard", "true"]) == 0
     assert (out / "model-best").is_dir()
+    corpus = spacy.util.load_config(out / "model-best" / "config.cfg", interpolate=False)["corpora"]["train"]
+    assert (corpus["@readers"], corpus["gold_repeats"], corpus["teacher_hard"]) == ("bilstm_tagger.DistillCorpus.v1", 2, True)
     assert {p: p.stat().st_mtime_ns for p in sorted((out / "teacher").glob("*/part-*.parquet"))} == before
 
 

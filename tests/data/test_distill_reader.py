@@ -11,7 +11,7 @@ from spacy.util import registry
 
 import bilstm_tagger.data.distill  # noqa: F401  (registers the reader without the entry points)
 from bilstm_tagger.cli import main
-from bilstm_tagger.errors import LabelError
+from bilstm_tagger.errors import DatasetError, LabelError
 from bilstm_tagger.ml.distill import TEACHER_KEY
 
 from ..conftest import SAMPLE, TINY_MODEL, read_examples, train_pipeline
@@ -60,6 +60,24 @@ def test_teacher_hard_trains_on_the_teachers_entities_from_the_same_shards(shard
         assert TEACHER_KEY not in eg.reference.user_data  # no soft term on teacher rows
         assert eg.reference.has_annotation("ENT_IOB")
         assert [(e.start, e.end, e.label_) for e in eg.reference.ents] == ents
+
+
+def test_gold_repeats_reads_each_gold_row_that_often_and_each_teacher_row_once(shards):
+    tmp, gold = shards
+    make = registry.readers.get("bilstm_tagger.DistillCorpus.v1")
+    reader = make(path=str(SAMPLE), split="train", teacher=[str(tmp / "unlabeled")], teacher_gold=str(tmp / "gold"), gold_repeats=3)
+    egs = list(reader(spacy.blank("en")))
+    assert len(egs) == 3 * len(gold) + 40 == len(reader)
+    gold_words = [[t.text for t in eg.reference] for eg in gold]
+    for copy in range(3):
+        block = egs[copy * len(gold):(copy + 1) * len(gold)]
+        assert [[t.text for t in eg.reference] for eg in block] == gold_words
+        assert all(TEACHER_KEY in eg.reference.user_data for eg in block)  # every copy keeps its marginals
+    assert len({id(eg.reference) for eg in egs}) == len(egs)  # no Doc shared between copies
+    assert not any(eg.reference.has_annotation("ENT_IOB") for eg in egs[3 * len(gold):])  # teacher rows, once
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(DatasetError, match="gold_repeats"):
+            make(path=str(SAMPLE), teacher=[str(tmp / "unlabeled")], gold_repeats=bad)
 
 
 def test_the_component_trains_on_them_and_refuses_a_teacher_label_it_lacks(shards):
