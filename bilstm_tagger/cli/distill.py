@@ -50,24 +50,34 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def check_overrides(args: argparse.Namespace, overrides: Dict):
-    """As `train`'s check, against the config distill trains: its train corpus read by DistillCorpus.v1,
-    so that reader's own settings (`--corpora.train.gold_repeats 2`) are valid overrides too."""
+    """As `train`'s check, against the config distill trains: its gold train corpus read by
+    DistillCorpus.v1, so that reader's own settings (`--corpora.train.gold_repeats 2`) are valid
+    overrides too, except the teacher folders, which distill sets itself."""
     from pathlib import Path
 
     from spacy.util import load_config
 
     from ..data import distill as _registers_the_reader  # noqa: F401
-    from ..distill.student import DISTILL_READER
-    from .train import unknown_override
+    from ..distill.student import DISTILL_READER, GOLD_READER
+    from .train import _bad_override, unknown_override
 
     if not Path(args.config).is_file():
         return None  # distill reports the missing file itself
-    config = load_config(args.config, interpolate=False)
+    try:
+        config = load_config(args.config, overrides=overrides, interpolate=False)
+        where = str(config.interpolate()["training"]["train_corpus"])
+    except Exception:  # a config that does not load or interpolate: train's check, then distill's own errors
+        return _bad_override(args.config, overrides)
+    config = load_config(args.config, interpolate=False)  # without the overrides: they are what is checked
     corpus = config
-    for key in str(overrides.get("training.train_corpus", config.get("training", {}).get("train_corpus", ""))).split("."):
+    for key in where.split("."):
         corpus = corpus.get(key) if isinstance(corpus, dict) else None
-    if isinstance(corpus, dict) and "@readers" in corpus:
-        corpus["@readers"] = DISTILL_READER
+    if not isinstance(corpus, dict) or corpus.get("@readers") not in (GOLD_READER, DISTILL_READER):
+        return _bad_override(args.config, overrides)  # distill refuses other readers with its own message
+    for key in ("teacher", "teacher_gold"):
+        if f"{where}.{key}" in overrides:
+            return f"--{where}.{key}: distill sets the teacher folders itself (DIR/teacher/); train on other shards with `train` (docs/distill.md, Two steps)"
+    corpus["@readers"] = DISTILL_READER
     return next((problem for problem in (unknown_override(config, key) for key in overrides) if problem), None)
 
 

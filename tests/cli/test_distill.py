@@ -229,14 +229,17 @@ def test_clear_errors_before_any_tagging(teacher_dir, student_cfg, tmp_path, cap
     (tmp_path / "body").mkdir()
     pq.write_table(pa.table({"id": ["a", "b"], "body": ["One story .", "Another ."]}), tmp_path / "body" / "train.parquet")
     cases = [
-        (tmp_path / "extra", str(NEWS), [], "PRODUCT"),
-        (tmp_path / "blank", str(NEWS), [], "needs a bilstm_tagger span component"),
-        (tmp_path / "blank", str(NEWS), ["--hard-labels"], "needs a teacher component that sets doc.ents"),
-        (teacher_dir, str(tmp_path / "body"), [], "no 'text' or 'tokens' column"),
+        (tmp_path / "extra", str(NEWS), [], "PRODUCT", 1),
+        (tmp_path / "blank", str(NEWS), [], "needs a bilstm_tagger span component", 1),
+        (tmp_path / "blank", str(NEWS), ["--hard-labels"], "needs a teacher component that sets doc.ents", 1),
+        (teacher_dir, str(tmp_path / "body"), [], "no 'text' or 'tokens' column", 1),
+        # overrides are checked (a usage error, 2) against the DistillCorpus reader distill trains with
+        (teacher_dir, str(NEWS), ["--corpora.train.gold_repeat", "2"], "did you mean --corpora.train.gold_repeats?", 2),
+        (teacher_dir, str(NEWS), ["--corpora.train.teacher", '["elsewhere"]'], "distill sets the teacher folders itself", 2),
     ]
-    for teacher, unlabeled, extra, message in cases:
+    for teacher, unlabeled, extra, message, code in cases:
         out = tmp_path / f"out-{len(message)}"
-        assert main(["distill", str(teacher), str(student_cfg), "--unlabeled", unlabeled, "--output", str(out), *extra]) == 1
+        assert main(["distill", str(teacher), str(student_cfg), "--unlabeled", unlabeled, "--output", str(out), *extra]) == code
         err = capsys.readouterr().err
         assert message in err, err
         assert not (out / "teacher" / "unlabeled").exists()
