@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Dict
+from typing import Dict, Optional
 
 _EPILOG = """\
 Stage 1 tags the unlabeled set (cut into sentences) and, by default, CONFIG's gold training split with
@@ -66,8 +66,8 @@ def check_overrides(args: argparse.Namespace, overrides: Dict):
     try:
         config = load_config(args.config, overrides=overrides, interpolate=False)
         where = str(config.interpolate()["training"]["train_corpus"])
-    except Exception:  # a config that does not load or interpolate: train's check, then distill's own errors
-        return _bad_override(args.config, overrides)
+    except Exception:  # a config that does not load or interpolate: distill reports it, inside main's error handling
+        return None
     config = load_config(args.config, interpolate=False)  # without the overrides: they are what is checked
     corpus = config
     for key in where.split("."):
@@ -78,7 +78,20 @@ def check_overrides(args: argparse.Namespace, overrides: Dict):
         if f"{where}.{key}" in overrides:
             return f"--{where}.{key}: distill sets the teacher folders itself (DIR/teacher/); train on other shards with `train` (docs/distill.md, Two steps)"
     corpus["@readers"] = DISTILL_READER
-    return next((problem for problem in (unknown_override(config, key) for key in overrides) if problem), None)
+    problem = next((problem for problem in (unknown_override(config, key) for key in overrides) if problem), None)
+    return problem or _bad_reader_value(where, overrides)
+
+
+def _bad_reader_value(where: str, overrides: Dict) -> Optional[str]:
+    """DistillCorpus's own settings, checked before the teacher stage rather than after hours of tagging."""
+    checks = {"gold_repeats": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number >= 1"),
+              "teacher_limit": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0"),
+              "teacher_hard": (lambda v: isinstance(v, bool), "true or false")}
+    for key, (ok, what) in checks.items():
+        name = f"{where}.{key}"
+        if name in overrides and not ok(overrides[name]):
+            return f"--{name} must be {what}, got {overrides[name]!r}"
+    return None
 
 
 def run(args: argparse.Namespace, overrides: Dict) -> int:

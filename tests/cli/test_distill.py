@@ -236,6 +236,7 @@ def test_clear_errors_before_any_tagging(teacher_dir, student_cfg, tmp_path, cap
         # overrides are checked (a usage error, 2) against the DistillCorpus reader distill trains with
         (teacher_dir, str(NEWS), ["--corpora.train.gold_repeat", "2"], "did you mean --corpora.train.gold_repeats?", 2),
         (teacher_dir, str(NEWS), ["--corpora.train.teacher", '["elsewhere"]'], "distill sets the teacher folders itself", 2),
+        (teacher_dir, str(NEWS), ["--corpora.train.gold_repeats", "0"], "gold_repeats must be a whole number >= 1, got 0", 2),
     ]
     for teacher, unlabeled, extra, message, code in cases:
         out = tmp_path / f"out-{len(message)}"
