@@ -169,6 +169,8 @@ def train(
         },
         "group_sentences": group,
         "teacher": teacher_source(teacher) if system.teacher else None,
+        # What dev and test were tagged in ("auto" resolves per CPU), for our components.
+        "precision": {name: pipe.precision for name, pipe in best_nlp.pipeline if hasattr(pipe, "set_precision")},
         "dev": score_split(best_nlp, dataset, "validation", group),
         # Variants chosen on validation skip test (--no-test): test is scored once per final configuration.
         "test": score_split(best_nlp, dataset, "test", group) if test else None,

@@ -22,6 +22,10 @@ def test_train_speed_and_table_on_the_sample(tmp_path):
     first = json.loads((results / "bilstm.json").read_text())
     assert first["train"]["stopped_by"] == "time budget" and first["curve"]
     assert set(first["test"]) >= {"ents_p", "ents_r", "ents_f", "ents_per_type"}
+    from bilstm_tagger.ml import resolve_precision
+
+    assert first["precision"] == {"bilstm_tagger": resolve_precision("auto")}  # configs/ner.cfg, resolved here
+    assert json.loads((results / "spacy_efficiency.json").read_text())["precision"] == {}
     bench(tmp_path, "speed", "--dataset", str(SAMPLE), "--repeats", "1", "--threads", "1")
     speed = json.loads((results / "speed.json").read_text())
     assert speed["systems"]["spacy_efficiency"]["inference_words_per_s_median"] > 0
