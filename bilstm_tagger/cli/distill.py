@@ -59,7 +59,7 @@ def check_overrides(args: argparse.Namespace, overrides: Dict):
 
     from ..data import distill as _registers_the_reader  # noqa: F401
     from ..distill.student import DISTILL_READER, GOLD_READER
-    from .train import _bad_override, unknown_override
+    from .train import _bad_override, first_unknown_override
 
     if not Path(args.config).is_file():
         return None  # distill reports the missing file itself
@@ -78,18 +78,16 @@ def check_overrides(args: argparse.Namespace, overrides: Dict):
         if f"{where}.{key}" in overrides:
             return f"--{where}.{key}: distill sets the teacher folders itself (DIR/teacher/); train on other shards with `train` (docs/distill.md, Two steps)"
     corpus["@readers"] = DISTILL_READER
-    problem = next((problem for problem in (unknown_override(config, key) for key in overrides) if problem), None)
-    return problem or _bad_reader_value(where, overrides)
+    return first_unknown_override(config, overrides) or _bad_reader_value(where, overrides)
 
 
 def _bad_reader_value(where: str, overrides: Dict) -> Optional[str]:
     """DistillCorpus's own settings, checked before the teacher stage rather than after hours of tagging."""
-    checks = {"gold_repeats": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number >= 1"),
-              "teacher_limit": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a whole number >= 0"),
-              "teacher_hard": (lambda v: isinstance(v, bool), "true or false")}
-    for key, (ok, what) in checks.items():
+    from ..data.distill import SETTING_RULES
+
+    for key, (valid, what) in SETTING_RULES.items():
         name = f"{where}.{key}"
-        if name in overrides and not ok(overrides[name]):
+        if name in overrides and not valid(overrides[name]):
             return f"--{name} must be {what}, got {overrides[name]!r}"
     return None
 

@@ -73,7 +73,11 @@ def _bad_override(config_path: str, overrides: Dict) -> Optional[str]:
         return None
     from spacy.util import load_config
 
-    config = load_config(config_path, interpolate=False)
+    return first_unknown_override(load_config(config_path, interpolate=False), overrides)
+
+
+def first_unknown_override(config: Dict, overrides: Dict) -> Optional[str]:
+    """Why the first of `overrides` that names no setting of `config` is refused; None if none is."""
     return next((problem for problem in (unknown_override(config, key) for key in overrides) if problem), None)
 
 

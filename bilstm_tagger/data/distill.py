@@ -79,6 +79,18 @@ def teacher_record(row: TeacherRow) -> dict:
     return {"marginals": row.marginals, "tags": tuple(row.meta["tags"]), "scheme": row.meta["scheme"]}
 
 
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# DistillCorpus's own settings that `distill` also takes as overrides: name -> (is it valid, what is).
+SETTING_RULES: Dict[str, Tuple[Callable[[object], bool], str]] = {
+    "gold_repeats": (lambda v: _whole(v) and v >= 1, "a whole number >= 1"),
+    "teacher_limit": (lambda v: _whole(v) and v >= 0, "a whole number >= 0"),
+    "teacher_hard": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
 class DistillCorpus:
     """Callable corpus: the gold Examples (with teacher marginals where `teacher_gold` has the row), then the teacher rows."""
 
@@ -86,8 +98,9 @@ class DistillCorpus:
                  split: str = "train", teacher_hard: bool = False, gold_repeats: int = 1) -> None:
         if gold is None and not teacher:
             raise DatasetError("DistillCorpus needs gold rows (path) or teacher rows (teacher), or both")
-        if isinstance(gold_repeats, bool) or not isinstance(gold_repeats, int) or gold_repeats < 1:
-            raise DatasetError(f"gold_repeats must be a whole number >= 1 (times each gold row is read per epoch), got {gold_repeats!r}")
+        valid, what = SETTING_RULES["gold_repeats"]
+        if not valid(gold_repeats):
+            raise DatasetError(f"gold_repeats must be {what} (times each gold row is read per epoch), got {gold_repeats!r}")
         self.gold, self.split, self.hard, self.gold_repeats = gold, split, teacher_hard, gold_repeats
         self.rows: List[TeacherRow] = [row for folder in teacher for row in read_teacher_rows(folder, teacher_limit)]
         self.joined: Dict[str, TeacherRow] = {}

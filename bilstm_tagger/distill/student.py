@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..data.distill import SETTING_RULES
 from ..errors import ConfigError
 
 GOLD_READER = "bilstm_tagger.HFDataset.v1"
@@ -14,7 +15,7 @@ DISTILL_READER = "bilstm_tagger.DistillCorpus.v1"
 CORPUS_KEYS = ("path", "split", "name", "tokens_column", "tags_column", "target", "spans_key", "limit", "revision")
 # DistillCorpus.v1's own settings, kept when an override puts them on CONFIG's train corpus
 # (e.g. `--corpora.train.gold_repeats 2`).
-DISTILL_KEYS = ("teacher_limit", "teacher_hard", "gold_repeats")
+DISTILL_KEYS = tuple(SETTING_RULES)
 
 
 @dataclass
@@ -36,8 +37,6 @@ class Student:
 def load_student(config_path: str, overrides: Optional[Dict] = None) -> Student:
     """Read CONFIG (with overrides) and find its bilstm_tagger span component and gold train corpus."""
     from spacy.util import load_config
-
-    import bilstm_tagger.data.distill  # noqa: F401  (registers the reader)
 
     config = load_config(config_path, overrides=overrides or {}, interpolate=False)
     check_no_transformer(config)
