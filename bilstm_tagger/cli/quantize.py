@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,9 +24,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.quantize import quantize_pipeline
 
-    record = quantize_pipeline(args.model, args.out_dir, args.precision, args.component)
+    record, notes = quantize_pipeline(args.model, args.out_dir, args.precision, args.component)
     for name, info in record.items():
         print(f"{name}: {info['precision']} for {', '.join(info['reduced']) or 'no layer'}; "
               f"float32: {', '.join(info['float32']) or 'none'}")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"-> {args.out_dir}")
     return 0

@@ -254,6 +254,22 @@ def test_bf16_changes_tagging_only_and_int8_leaves_the_transformer_in_float32(be
     np.testing.assert_array_equal(layer.predict(docs)[0], fp32[0])
 
 
+def test_quantize_says_when_int8_would_leave_the_transformer_slower(bert_dir, sample_examples, tmp_path, capsys, monkeypatch):
+    from bilstm_tagger.cli import main
+    from bilstm_tagger.pipeline import quantize
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("bilstm_tagger", config=tagger_config(transformer_embed(bert_dir)))
+    nlp.initialize(lambda: sample_examples["train"][:16])
+    nlp.to_disk(tmp_path / "source")
+    for native, expect_note in ((True, True), (False, False)):  # the note compares against "auto", which is bf16 only on native CPUs
+        monkeypatch.setattr(quantize, "cpu_supports_bf16", lambda: native)
+        assert main(["quantize", str(tmp_path / "source"), str(tmp_path / f"int8_{native}"), "--precision", "int8"]) == 0
+        err = capsys.readouterr().err
+        assert ("int8 leaves the transformer embedder" in err) is expect_note
+        assert spacy.load(tmp_path / f"int8_{native}").get_pipe("bilstm_tagger").precision == "int8"  # written all the same
+
+
 def test_piece_windows_cover_and_pick_the_most_central():
     windows, owner = plan_piece_windows(20, 6, 2)
     assert windows[0] == (0, 6) and windows[-1] == (14, 20)

@@ -58,6 +58,19 @@ def test_quantize_writes_a_pipeline_that_loads_and_tags_close_to_its_source(sour
     assert _ents(override, test_docs) == _ents(source, test_docs)
 
 
+def test_quantize_says_when_bf16_is_emulated(source_dir, tmp_path, capsys, monkeypatch):
+    from bilstm_tagger.pipeline import quantize
+
+    for native in (True, False):
+        monkeypatch.setattr(quantize, "cpu_supports_bf16", lambda: native)
+        assert main(["quantize", str(source_dir), str(tmp_path / f"bf16_{native}"), "--precision", "bf16"]) == 0
+        err = capsys.readouterr().err
+        assert ("no native bfloat16" in err) is (not native)
+        assert "transformer" not in err  # no transformer here: the int8 note never applies
+    _, notes = quantize_pipeline(str(source_dir), str(tmp_path / "int8"), "int8")
+    assert notes == []
+
+
 def test_int8_runs_quantized_layers_and_rebuilds_them_when_the_weights_change(source_dir, sample_examples, test_docs):
     nlp = spacy.load(source_dir, config={"components": {"bilstm_tagger": {"precision": "int8"}}})
     encoder = nlp.get_pipe("bilstm_tagger").model.get_ref("encoder")
