@@ -52,7 +52,9 @@ def build_pipelines(dataset: str, transformer: str, threads: int):
 
 
 def transformer_layers(nlp) -> list:
-    return [node for node in nlp.get_pipe("bilstm_tagger").model.walk() if node.name == "transformer_embed"]
+    from bilstm_tagger.ml.transformer import transformer_layers as layers_under
+
+    return layers_under(nlp.get_pipe("bilstm_tagger").model)
 
 
 def main(argv=None) -> int:

@@ -54,6 +54,7 @@ from .shim import (
 )
 
 POOLINGS = ("first", "mean", "last")
+LAYER_NAME = "transformer_embed"  # the thinc Model name TransformerEmbed.v1 builds, found by transformer_layers
 # Padded word pieces per transformer call (rows sorted by length first). On a shared 2-core EPYC,
 # 2048, 4096 and 8192 were within measurement noise for MiniLM and 16384 was slower, so no bigger.
 _BATCH_PIECES = 8192
@@ -119,12 +120,17 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
+def transformer_layers(model: Model) -> List[Model]:
+    """Every TransformerEmbed layer under `model` (its embedder, or a whole component's model)."""
+    return [node for node in model.walk() if node.name == LAYER_NAME]
+
+
 def clear_feature_caches(model: Model) -> int:
     """Empty the frozen feature cache of every TransformerEmbed layer under `model` (e.g. to time
     tagging of text the pipeline has not seen); returns how many layers had one."""
     cleared = 0
-    for node in model.walk():
-        if node.name == "transformer_embed" and node.shims and node.shims[0]._model is not None:
+    for node in transformer_layers(model):
+        if node.shims and node.shims[0]._model is not None:
             node.shims[0]._model.cache.clear()
             cleared += 1
     return cleared
@@ -631,7 +637,7 @@ def build_transformer_embed(
     if cache_size < 0 or cache_bytes < 0:
         raise ConfigError("cache_size and cache_bytes must be >= 0")
     return Model(
-        "transformer_embed",
+        LAYER_NAME,
         transformer_forward,
         init=transformer_init,
         dims={"nO": None},

@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 from ..errors import ConfigError, ModelLoadError
 from ..ml import PRECISIONS
 from ..ml.precision import cpu_supports_bf16, reduced_layers
+from ..ml.transformer import transformer_layers
 from ..util.atomic import write_dir_atomic
 
 META_KEY = "bilstm_tagger_precision"
@@ -68,9 +69,7 @@ def speed_notes(nlp, names: List[str], precision: str) -> List[str]:
         notes.append("this CPU has no native bfloat16 (AVX512-BF16 or AMX), so torch emulates it: the copy will "
                      "likely tag slower here than float32 (what \"auto\" picks on this CPU). bf16 pays on CPUs "
                      "that have it; here, try --precision int8.")
-    has_transformer = any(node.name == "transformer_embed"
-                          for name in names for node in nlp.get_pipe(name).model.walk())
-    if precision == "int8" and has_transformer and native_bf16:
+    if precision == "int8" and native_bf16 and any(transformer_layers(nlp.get_pipe(name).model) for name in names):
         notes.append("int8 leaves the transformer embedder, most of the compute, in float32, while this CPU tags it "
                      "in bfloat16 under the default precision \"auto\": on an AVX512-BF16 CPU the int8 copy of a "
                      "MiniLM pipeline tagged 0.77x the words/s of its bf16 default. Use --precision bf16 instead.")
